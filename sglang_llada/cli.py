@@ -1,0 +1,86 @@
+"""The `sglang-llada` command line (also `python -m sglang_llada`).
+
+Each subcommand is one entry in _SUBCOMMANDS: a function that adds its arguments to its parser
+and a handler that receives the parsed namespace and returns the exit code. Heavy imports
+(torch, safetensors, sglang) live inside the handlers so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import NamedTuple
+
+
+class _Subcommand(NamedTuple):
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+
+
+# --- tiny-checkpoint ------------------------------------------------------------------------
+
+
+def _tiny_checkpoint_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", help="output directory (created if missing)")
+    p.add_argument("--seed", type=int, default=0, help="weights are a pure function of the seed")
+    p.add_argument("--shards", type=int, default=1, help="number of safetensors shards")
+    p.add_argument(
+        "--fused-experts",
+        action="store_true",
+        help="store experts as 3-D [E, ...] tensors instead of one tensor per expert",
+    )
+    p.add_argument("--tie-word-embeddings", action="store_true", help="omit lm_head.weight")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="weight dtype")
+
+
+def _tiny_checkpoint(args: argparse.Namespace) -> int:
+    from sglang_llada.toy.checkpoint import write_tiny_checkpoint
+
+    overrides: dict[str, object] = {}
+    if args.tie_word_embeddings:
+        overrides["tie_word_embeddings"] = True
+    if args.dtype is not None:
+        overrides["dtype"] = args.dtype
+    path = write_tiny_checkpoint(
+        args.dir,
+        seed=args.seed,
+        num_shards=args.shards,
+        fused_experts=args.fused_experts,
+        overrides=overrides or None,
+    )
+    print(path)
+    return 0
+
+
+# --- registry -------------------------------------------------------------------------------
+
+_SUBCOMMANDS: dict[str, _Subcommand] = {
+    "tiny-checkpoint": _Subcommand(
+        help="write a random-weight toy LLaDA2 checkpoint (HF layout) to DIR",
+        add_arguments=_tiny_checkpoint_args,
+        handler=_tiny_checkpoint,
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sglang-llada", description="Tools for serving LLaDA2 diffusion LLMs with SGLang."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, cmd in _SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        cmd.add_arguments(p)
+        p.set_defaults(_handler=cmd.handler)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args._handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Hugging Face config classes for the checkpoints this plugin serves."""

@@ -1,0 +1,404 @@
+"""`LLaDA2MoeModelLM` built from SGLang's parallel layers.
+
+Tensor parallelism comes from SGLang's QKV/row/column-parallel linears and vocab-parallel
+embedding/head; expert parallelism from `FusedMoE` (`--ep`). Attention is `RadixAttention`
+with `ENCODER_ONLY` type: a forward over one 32-token block attends to the cached prefix and
+to every position of its own block, which is exactly LLaDA2's block-causal mask when blocks
+are fed one per forward.
+
+Nothing here needs Triton at import time or on CPU: the MoE routing (sigmoid scores, expert
+bias, group-limited top-k, routed scaling) is plain torch so that `routed_scaling_factor` is
+applied the same way on every device (SGLang's native CPU MoE path drops it).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from sglang.srt.distributed.communication_op import tensor_model_parallel_all_reduce
+from sglang.srt.layers.activation import SiluAndMul
+from sglang.srt.layers.layernorm import RMSNorm
+from sglang.srt.layers.linear import (
+    MergedColumnParallelLinear,
+    QKVParallelLinear,
+    RowParallelLinear,
+)
+from sglang.srt.layers.logits_processor import LogitsProcessor
+from sglang.srt.layers.moe.ep_moe.layer import get_moe_impl_class
+from sglang.srt.layers.moe.fused_moe_triton.layer import FusedMoE
+from sglang.srt.layers.moe.topk import StandardTopKOutput
+from sglang.srt.layers.quantization.base_config import QuantizationConfig
+from sglang.srt.layers.radix_attention import AttentionType, RadixAttention
+from sglang.srt.layers.rotary_embedding import get_rope
+from sglang.srt.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
+from sglang.srt.model_executor.forward_batch_info import ForwardBatch
+from sglang.srt.model_loader.weight_utils import default_weight_loader
+from sglang.srt.runtime_context import get_parallel
+from sglang.srt.utils import add_prefix
+from sglang.srt.utils.hf_transformers_utils import get_rope_config
+from transformers import PretrainedConfig
+
+from sglang_llada.models.weights import iter_hf_weights
+
+
+def _rotary_dim(config: PretrainedConfig, head_dim: int) -> int:
+    # `partial_rotary_factor` wins over `rotary_dim` (the published config has both, equal).
+    factor = getattr(config, "partial_rotary_factor", None)
+    if factor is not None:
+        return int(head_dim * factor)
+    rotary_dim = getattr(config, "rotary_dim", None)
+    return int(rotary_dim) if rotary_dim is not None else head_dim
+
+
+class LLaDA2MLP(nn.Module):
+    """SwiGLU MLP, TP-sharded; the caller all-reduces (so MoE + shared expert reduce once)."""
+
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        intermediate_size: int,
+        quant_config: QuantizationConfig | None,
+        prefix: str,
+    ) -> None:
+        super().__init__()
+        if config.hidden_act != "silu":
+            raise ValueError(f"LLaDA2 supports hidden_act='silu' only, got {config.hidden_act!r}")
+        self.gate_up_proj = MergedColumnParallelLinear(
+            config.hidden_size,
+            [intermediate_size] * 2,
+            bias=config.use_bias,
+            quant_config=quant_config,
+            prefix=add_prefix("gate_up_proj", prefix),
+        )
+        self.down_proj = RowParallelLinear(
+            intermediate_size,
+            config.hidden_size,
+            bias=config.use_bias,
+            reduce_results=False,
+            quant_config=quant_config,
+            prefix=add_prefix("down_proj", prefix),
+        )
+        self.act_fn = SiluAndMul()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate_up, _ = self.gate_up_proj(x)  # [T, 2 * I / tp]
+        out, _ = self.down_proj(self.act_fn(gate_up))  # [T, H] partial sum over tp
+        return out
+
+
+class LLaDA2Router(nn.Module):
+    """Sigmoid router with expert bias and group-limited top-k (DeepSeek-V3 style)."""
+
+    def __init__(self, config: PretrainedConfig) -> None:
+        super().__init__()
+        self.num_experts: int = config.num_experts
+        self.top_k: int = config.num_experts_per_tok
+        self.score_function: str = getattr(config, "score_function", None) or "softmax"
+        if self.score_function not in ("sigmoid", "softmax"):
+            raise ValueError(f"Unsupported LLaDA2 score_function {self.score_function!r}")
+        self.norm_topk_prob: bool = bool(config.norm_topk_prob)
+        self.routed_scaling_factor = float(getattr(config, "routed_scaling_factor", None) or 1.0)
+        n_group = int(getattr(config, "n_group", 0) or 0)
+        topk_group = int(getattr(config, "topk_group", 0) or 0)
+        self.n_group = n_group if n_group > 1 else 1
+        self.topk_group = topk_group if n_group > 1 else 1
+        if self.num_experts % self.n_group:
+            raise ValueError(f"num_experts={self.num_experts} is not divisible by n_group={n_group}")
+        # router_dtype fp32 (the published configs) keeps routing decisions out of bf16 noise.
+        router_dtype = getattr(config, "router_dtype", None)
+        self.dtype = torch.float32 if router_dtype in ("fp32", "float32") else None
+        self.weight = nn.Parameter(
+            torch.empty(self.num_experts, config.hidden_size, dtype=self.dtype), requires_grad=False
+        )
+        if getattr(config, "moe_router_enable_expert_bias", False):
+            self.expert_bias = nn.Parameter(
+                torch.zeros(self.num_experts, dtype=torch.float32), requires_grad=False
+            )
+        else:
+            self.register_parameter("expert_bias", None)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [T, H] -> (weights [T, K] fp32, ids [T, K] int32, logits [T, E])."""
+        logits = torch.nn.functional.linear(x.to(self.weight.dtype), self.weight)  # [T, E]
+        scores = logits.float().sigmoid() if self.score_function == "sigmoid" else logits.float().softmax(-1)
+        choice = scores + self.expert_bias if self.expert_bias is not None else scores  # [T, E]
+        if self.n_group > 1:
+            T = choice.shape[0]
+            grouped = choice.view(T, self.n_group, -1)  # [T, G, E/G]
+            group_scores = grouped.topk(2, dim=-1).values.sum(-1)  # [T, G]
+            keep = group_scores.topk(self.topk_group, dim=-1).indices  # [T, TG]
+            group_mask = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, keep, True)
+            choice = grouped.masked_fill(~group_mask.unsqueeze(-1), float("-inf")).view(T, -1)
+        ids = choice.topk(self.top_k, dim=-1).indices  # [T, K]
+        weights = scores.gather(1, ids)  # bias steers the choice only, not the weights
+        if self.norm_topk_prob:
+            weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+        return weights * self.routed_scaling_factor, ids.to(torch.int32), logits
+
+
+class LLaDA2SparseMoe(nn.Module):
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        layer_id: int,
+        quant_config: QuantizationConfig | None,
+        prefix: str,
+    ) -> None:
+        super().__init__()
+        self.gate = LLaDA2Router(config)
+        # Scaling is folded into the router weights above, so FusedMoE gets none.
+        self.experts = get_moe_impl_class(quant_config)(
+            num_experts=config.num_experts,
+            top_k=config.num_experts_per_tok,
+            layer_id=layer_id,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.moe_intermediate_size,
+            quant_config=quant_config,
+            prefix=add_prefix("experts", prefix),
+        )
+        num_shared = int(getattr(config, "num_shared_experts", 0) or 0)
+        self.shared_experts = (
+            LLaDA2MLP(
+                config,
+                config.moe_intermediate_size * num_shared,
+                quant_config,
+                add_prefix("shared_experts", prefix),
+            )
+            if num_shared > 0
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights, ids, logits = self.gate(x)
+        topk = StandardTopKOutput(topk_weights=weights, topk_ids=ids, router_logits=logits)
+        out = self.experts(x, topk)  # [T, H], partial over tp/ep ranks
+        if self.shared_experts is not None:
+            out = out + self.shared_experts(x)
+        return out
+
+
+class LLaDA2Attention(nn.Module):
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        layer_id: int,
+        quant_config: QuantizationConfig | None,
+        prefix: str,
+    ) -> None:
+        super().__init__()
+        tp = get_parallel().tp_size
+        total_heads: int = config.num_attention_heads
+        total_kv: int = config.num_key_value_heads
+        if total_heads % tp or (total_kv % tp and tp % total_kv):
+            raise ValueError(
+                f"--tp {tp} does not divide LLaDA2's {total_heads} query / {total_kv} KV heads"
+            )
+        self.head_dim: int = getattr(config, "head_dim", None) or config.hidden_size // total_heads
+        self.num_heads = total_heads // tp
+        self.num_kv_heads = max(1, total_kv // tp)
+        self.q_size = self.num_heads * self.head_dim
+        self.kv_size = self.num_kv_heads * self.head_dim
+        self.query_key_value = QKVParallelLinear(
+            config.hidden_size,
+            self.head_dim,
+            total_heads,
+            total_kv,
+            bias=config.use_bias or config.use_qkv_bias,
+            quant_config=quant_config,
+            prefix=add_prefix("query_key_value", prefix),
+        )
+        self.use_qk_norm = bool(getattr(config, "use_qk_norm", True))
+        if self.use_qk_norm:
+            self.query_layernorm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
+            self.key_layernorm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
+        self.dense = RowParallelLinear(
+            total_heads * self.head_dim,
+            config.hidden_size,
+            bias=config.use_bias,
+            reduce_results=True,
+            quant_config=quant_config,
+            prefix=add_prefix("dense", prefix),
+        )
+        rope_theta, rope_scaling = get_rope_config(config)
+        self.rotary_emb = get_rope(
+            self.head_dim,
+            rotary_dim=_rotary_dim(config, self.head_dim),
+            max_position=config.max_position_embeddings,
+            base=rope_theta,
+            rope_scaling=rope_scaling,
+            is_neox_style=True,
+        )
+        self.attn = RadixAttention(
+            self.num_heads,
+            self.head_dim,
+            self.head_dim**-0.5,
+            num_kv_heads=self.num_kv_heads,
+            layer_id=layer_id,
+            # Non-causal inside the forward's own tokens: block-causal when fed by blocks.
+            attn_type=AttentionType.ENCODER_ONLY,
+            prefix=add_prefix("attn", prefix),
+        )
+
+    def _qk_norm(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        T = q.shape[0]
+        q = self.query_layernorm(q.reshape(-1, self.head_dim)).view(T, self.q_size)
+        k = self.key_layernorm(k.reshape(-1, self.head_dim)).view(T, self.kv_size)
+        return q, k
+
+    def forward(
+        self, positions: torch.Tensor, x: torch.Tensor, forward_batch: ForwardBatch
+    ) -> torch.Tensor:
+        qkv, _ = self.query_key_value(x)  # [T, (nH + 2 nKV) * D / tp]
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        if self.use_qk_norm:
+            q, k = self._qk_norm(q, k)
+        q, k = self.rotary_emb(positions, q, k)
+        out = self.attn(q, k, v, forward_batch)  # [T, nH * D / tp]
+        out, _ = self.dense(out)
+        return out
+
+
+class LLaDA2DecoderLayer(nn.Module):
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        layer_id: int,
+        quant_config: QuantizationConfig | None,
+        prefix: str,
+    ) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.attention = LLaDA2Attention(
+            config, layer_id, quant_config, add_prefix("attention", prefix)
+        )
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        is_sparse = config.num_experts is not None and layer_id >= config.first_k_dense_replace
+        self.mlp: nn.Module = (
+            LLaDA2SparseMoe(config, layer_id, quant_config, add_prefix("mlp", prefix))
+            if is_sparse
+            else LLaDA2MLP(config, config.intermediate_size, quant_config, add_prefix("mlp", prefix))
+        )
+        self.tp_size = get_parallel().tp_size
+
+    def forward(
+        self, positions: torch.Tensor, x: torch.Tensor, forward_batch: ForwardBatch
+    ) -> torch.Tensor:
+        x = x + self.attention(positions, self.input_layernorm(x), forward_batch)
+        mlp_out = self.mlp(self.post_attention_layernorm(x))
+        if self.tp_size > 1:
+            mlp_out = tensor_model_parallel_all_reduce(mlp_out)
+        return x + mlp_out
+
+
+class LLaDA2MoeModel(nn.Module):
+    def __init__(
+        self, config: PretrainedConfig, quant_config: QuantizationConfig | None, prefix: str
+    ) -> None:
+        super().__init__()
+        self.word_embeddings = VocabParallelEmbedding(
+            config.vocab_size, config.hidden_size, prefix=add_prefix("word_embeddings", prefix)
+        )
+        self.layers = nn.ModuleList(
+            LLaDA2DecoderLayer(config, i, quant_config, add_prefix(f"layers.{i}", prefix))
+            for i in range(config.num_hidden_layers)
+        )
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        forward_batch: ForwardBatch,
+        input_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = self.word_embeddings(input_ids) if input_embeds is None else input_embeds  # [T, H]
+        for layer in self.layers:
+            x = layer(positions, x, forward_batch)
+        return self.norm(x)
+
+
+class LLaDA2MoeModelLM(nn.Module):
+    """The class SGLang instantiates for `architectures: ["LLaDA2MoeModelLM"]`."""
+
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        quant_config: QuantizationConfig | None = None,
+        prefix: str = "",
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.quant_config = quant_config
+        self.model = LLaDA2MoeModel(config, quant_config, add_prefix("model", prefix))
+        if config.tie_word_embeddings:
+            self.lm_head = self.model.word_embeddings
+        else:
+            self.lm_head = ParallelLMHead(
+                config.vocab_size,
+                config.hidden_size,
+                quant_config=quant_config,
+                prefix=add_prefix("lm_head", prefix),
+            )
+        self.logits_processor = LogitsProcessor(config)
+
+    @torch.no_grad()
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        forward_batch: ForwardBatch,
+        input_embeds: torch.Tensor | None = None,
+        **_: object,
+    ):
+        hidden = self.model(input_ids, positions, forward_batch, input_embeds)
+        return self.logits_processor(input_ids, hidden, self.lm_head, forward_batch)
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Load HF-layout tensors (per-expert or fused 3-D experts) into the TP/EP shards."""
+        params = dict(self.named_parameters())
+        expert_mapping = FusedMoE.make_expert_params_mapping(
+            ckpt_gate_proj_name="gate_proj",
+            ckpt_down_proj_name="down_proj",
+            ckpt_up_proj_name="up_proj",
+            num_experts=self.config.num_experts,
+        )
+        for name, tensor in iter_hf_weights(weights, num_experts=self.config.num_experts):
+            if "rotary_emb.inv_freq" in name:
+                continue
+            if self.config.tie_word_embeddings and name.startswith("lm_head."):
+                continue
+            if ".mlp.experts." in name:
+                self._load_expert(params, expert_mapping, name, tensor)
+                continue
+            for shard, shard_id in (("gate_proj", 0), ("up_proj", 1)):
+                if f".{shard}." in name:
+                    target = name.replace(f".{shard}.", ".gate_up_proj.")
+                    params[target].weight_loader(params[target], tensor, shard_id)
+                    break
+            else:
+                if name not in params:
+                    raise KeyError(f"Unexpected weight {name!r} in the LLaDA2 checkpoint")
+                param = params[name]
+                getattr(param, "weight_loader", default_weight_loader)(param, tensor)
+
+    @staticmethod
+    def _load_expert(
+        params: dict[str, nn.Parameter],
+        expert_mapping: list[tuple[str, str, int, str]],
+        name: str,
+        tensor: torch.Tensor,
+    ) -> None:
+        for param_name, weight_name, expert_id, shard_id in expert_mapping:
+            if weight_name not in name:
+                continue
+            target = name.replace(weight_name, param_name)
+            param = params[target]
+            param.weight_loader(param, tensor, target, shard_id=shard_id, expert_id=expert_id)
+            return
+        raise KeyError(f"Unexpected expert weight {name!r} in the LLaDA2 checkpoint")
+
+
+EntryClass = LLaDA2MoeModelLM

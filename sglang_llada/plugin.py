@@ -1,0 +1,170 @@
+"""The `sglang.srt.plugins` entry point: what makes stock SGLang serve LLaDA2 as a diffusion model.
+
+SGLang calls `register()` once in every process it starts (launcher, scheduler ranks,
+detokenizer), all spawned, so it must be idempotent and import-light: it only records
+hooks; SGLang applies them (and imports their targets) right after all plugins ran.
+
+Seams used, all official:
+- `transformers.AutoConfig.register`: a config class for `model_type: llada2_moe`;
+- `SGLANG_EXTERNAL_MODEL_PACKAGE`: our `LLaDA2MoeModelLM` wins the model registry;
+- `register_resolution_hook("handle_model_source_paths")`: diffusion decoding on by
+  default for LLaDA2 checkpoints (and only for them);
+- `HookRegistry` AFTER `DllmConfig.from_server_args`: the mask id from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from functools import lru_cache
+from typing import Any, Callable
+
+logger = logging.getLogger(__name__)
+
+LLADA2_ARCH = "LLaDA2MoeModelLM"
+MODEL_PACKAGE = "sglang_llada.models"
+MODEL_CLASS = f"{MODEL_PACKAGE}.llada2.{LLADA2_ARCH}"
+# LLaDA2 paper / reference generation defaults: threshold 0.95 with top-1 fallback, block 32.
+DEFAULT_ALGORITHM = "LowConfidence"
+DEFAULT_BLOCK_SIZE = 32
+
+_registered = False
+
+
+def register() -> None:
+    """Entry point (`sglang.srt.plugins`). Safe to call any number of times."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    _register_hf_config()
+    _register_model_package()
+    _register_hooks()
+
+
+def _register_hf_config() -> None:
+    from transformers import AutoConfig
+
+    from sglang_llada.configs.llada2 import LLaDA2MoeConfig
+
+    AutoConfig.register(LLaDA2MoeConfig.model_type, LLaDA2MoeConfig, exist_ok=True)
+
+
+def _register_model_package() -> None:
+    # The registry module reads this variable when first imported (in each process, after
+    # plugins ran) and then skips importing SGLang's ~250 model modules up front. It
+    # swallows import errors of that package, though, and would silently fall back to the
+    # in-tree class; the AROUND hook below imports ours directly, so a broken install fails
+    # loudly (and still wins when the user set their own external package).
+    os.environ.setdefault("SGLANG_EXTERNAL_MODEL_PACKAGE", MODEL_PACKAGE)
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+    HookRegistry.register(
+        "sglang.srt.models.registry._ModelRegistry.resolve_model_cls",
+        _resolve_model_cls_around,
+        HookType.AROUND,
+    )
+
+
+def _resolve_model_cls_around(original: Callable[..., Any], self: Any, architectures: Any) -> Any:
+    archs = [architectures] if isinstance(architectures, str) else list(architectures or [])
+    if archs and archs[0] == LLADA2_ARCH:
+        from sglang_llada.models.llada2 import LLaDA2MoeModelLM
+
+        return LLaDA2MoeModelLM, LLADA2_ARCH
+    return original(self, architectures)
+
+
+def _register_hooks() -> None:
+    from sglang.srt.arg_groups.resolution_hooks import register_resolution_hook
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+    register_resolution_hook("handle_model_source_paths")(_enable_diffusion_by_default)
+    register_resolution_hook("handle_missing_default_values")(_default_device_for_cpu_platform)
+    HookRegistry.register(
+        "sglang.srt.dllm.config.DllmConfig.from_server_args",
+        _dllm_config_from_checkpoint,
+        HookType.AFTER,
+    )
+
+
+def _default_device_for_cpu_platform(server_args: Any, previous: Callable[[Any], None]) -> None:
+    """Resolution step: `--device cpu` implied when our CPU platform is the active one.
+
+    SGLang derives the default device string from the platform *before* it asks the
+    platform for its defaults, and an out-of-tree platform answers with a `torch.device`
+    where a string is expected; so the default is declared here, ahead of that step.
+    """
+    from sglang.srt.arg_groups.overrides import declare_resolution, resolving_view
+
+    from sglang_llada.platform import activate
+
+    if resolving_view(server_args).device is None and activate() is not None:
+        declare_resolution(server_args, "sglang_llada", device="cpu")
+    previous(server_args)
+
+
+@lru_cache(maxsize=8)
+def _is_llada2(model_path: str, revision: str | None, trust_remote_code: bool) -> bool:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(
+            model_path, revision=revision, trust_remote_code=trust_remote_code
+        )
+    except Exception:  # not a HF checkpoint we can read; SGLang will report it itself
+        return False
+    return LLADA2_ARCH in (getattr(config, "architectures", None) or [])
+
+
+def _enable_diffusion_by_default(server_args: Any, previous: Callable[[Any], None]) -> None:
+    """Resolution step: serve LLaDA2 as a diffusion model when no `--dllm-algorithm` is given."""
+    previous(server_args)
+    from sglang.srt.arg_groups.overrides import declare_resolution, resolving_view
+
+    cfg = resolving_view(server_args)
+    if cfg.model_path is None or not _is_llada2(
+        cfg.model_path, cfg.revision, bool(cfg.trust_remote_code)
+    ):
+        return
+    algorithm = cfg.dllm_algorithm
+    if algorithm is None:
+        algorithm = DEFAULT_ALGORITHM
+        declare_resolution(server_args, "sglang_llada", dllm_algorithm=algorithm)
+    logger.info(
+        "sglang-llada plugin active: %s served as a diffusion LM by %s, decoding algorithm %s%s",
+        cfg.model_path,
+        MODEL_CLASS,
+        algorithm,
+        "" if cfg.dllm_algorithm else " (default: threshold 0.95, top-1 fallback, block 32)",
+    )
+
+
+def _override_args(server_args: Any) -> dict[str, Any]:
+    raw = getattr(server_args, "json_model_override_args", None) or "{}"
+    try:
+        parsed = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    except (TypeError, ValueError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _dllm_config_from_checkpoint(result: Any, server_args: Any, *args: Any, **kwargs: Any) -> Any:
+    """AFTER `DllmConfig.from_server_args`: replace the hard-coded LLaDA2 mask id."""
+    if result is None:
+        return None
+    from sglang.srt.arg_groups.overrides import resolving_view
+
+    from sglang_llada.checkpoint_tokens import resolve_diffusion_tokens
+
+    cfg = resolving_view(server_args)
+    if not _is_llada2(cfg.model_path, cfg.revision, bool(cfg.trust_remote_code)):
+        return result
+    override = _override_args(server_args).get("mask_token_id")
+    if override is not None:
+        result.mask_id = int(override)
+    else:
+        tokens = resolve_diffusion_tokens(cfg.model_path, cfg.tokenizer_path, cfg.revision)
+        result.mask_id = tokens.mask_id
+    return result

@@ -1,0 +1,316 @@
+"""Write a random-weight LLaDA2 checkpoint in Hugging Face layout (config, tokenizer, safetensors).
+
+The weight names and shapes are those of inclusionAI/LLaDA2.0-mini, so a loader that reads the
+toy checkpoint reads the real one too. Two expert layouts are supported:
+  per-expert (as published):  model.layers.{l}.mlp.experts.{e}.{gate,up,down}_proj.weight
+  fused (3-D, no `.weight`):  model.layers.{l}.mlp.experts.{gate,up,down}_proj  [E, ...]
+
+Determinism: every tensor is drawn from its own `torch.Generator`, seeded from (seed, name). The
+seed therefore fixes every tensor byte for byte, and a tensor does not change when others are
+added or removed (tied vs untied lm_head, fused vs per-expert, extra biases): a fused and a
+per-expert checkpoint of the same seed are the same model, and so are a sharded and a single-file
+one.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sglang_llada.toy.config import TOY_ARCH
+from sglang_llada.toy.tokenizer import (
+    BOS_TOKEN,
+    EOS_TOKEN,
+    PAD_TOKEN,
+    ROLE_END_TOKEN,
+    special_token_ids,
+    write_tokenizer,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+_EXPERT_PROJS = ("gate_proj", "up_proj", "down_proj")
+_DTYPES = ("float32", "bfloat16")
+
+# Embedding / lm_head std multiplier: with plain initializer_range (0.02) and H=64 the logits
+# are ~0.01 and the output distribution is near uniform, which would hide wiring bugs.
+_EMBED_STD_SCALE = 4.0
+# RMSNorm weights are 1 + N(0, 0.1) instead of exactly 1, so a norm whose weight is ignored
+# (or applied to the wrong tensor) changes the output and a test can catch it.
+_NORM_STD = 0.1
+_EXPERT_BIAS_STD = 0.1
+
+
+# --------------------------------------------------------------------------------------------
+# Shapes
+# --------------------------------------------------------------------------------------------
+
+
+def _dims(config: dict[str, Any]) -> dict[str, int]:
+    """The integer sizes the weight shapes are made of, with the real model's defaults."""
+    h = int(config["hidden_size"])
+    n_heads = int(config["num_attention_heads"])
+    head_dim = config.get("head_dim") or h // n_heads
+    return {
+        "H": h,
+        "nH": n_heads,
+        "nKV": int(config.get("num_key_value_heads") or n_heads),
+        "D": int(head_dim),
+        "I": int(config["intermediate_size"]),
+        "Im": int(config.get("moe_intermediate_size") or 0),
+        "E": int(config.get("num_experts") or 0),
+        "S": int(config.get("num_shared_experts") or 0),
+        "V": int(config["vocab_size"]),
+        "L": int(config["num_hidden_layers"]),
+        "K_dense": int(config.get("first_k_dense_replace") or 0),
+    }
+
+
+def _is_moe_layer(config: dict[str, Any], layer: int) -> bool:
+    d = _dims(config)
+    return d["E"] > 0 and layer >= d["K_dense"]
+
+
+def _layer_shapes(config: dict[str, Any], layer: int, fused_experts: bool) -> Iterator[tuple[str, tuple[int, ...]]]:
+    d = _dims(config)
+    H, nH, nKV, D = d["H"], d["nH"], d["nKV"], d["D"]
+    p = f"model.layers.{layer}"
+    use_bias = bool(config.get("use_bias", False))
+    qkv_bias = use_bias or bool(config.get("use_qkv_bias", False))
+
+    yield f"{p}.input_layernorm.weight", (H,)
+    # Fused QKV rows: nH query heads, then nKV key heads, then nKV value heads.
+    yield f"{p}.attention.query_key_value.weight", ((nH + 2 * nKV) * D, H)
+    if qkv_bias:
+        yield f"{p}.attention.query_key_value.bias", ((nH + 2 * nKV) * D,)
+    yield f"{p}.attention.query_layernorm.weight", (D,)
+    yield f"{p}.attention.key_layernorm.weight", (D,)
+    yield f"{p}.attention.dense.weight", (H, nH * D)
+    if use_bias:
+        yield f"{p}.attention.dense.bias", (H,)
+    yield f"{p}.post_attention_layernorm.weight", (H,)
+
+    if not _is_moe_layer(config, layer):
+        I = d["I"]
+        yield f"{p}.mlp.gate_proj.weight", (I, H)
+        yield f"{p}.mlp.up_proj.weight", (I, H)
+        yield f"{p}.mlp.down_proj.weight", (H, I)
+        return
+
+    E, Im, S = d["E"], d["Im"], d["S"]
+    yield f"{p}.mlp.gate.weight", (E, H)  # router
+    if config.get("moe_router_enable_expert_bias", False):
+        yield f"{p}.mlp.gate.expert_bias", (E,)
+    if fused_experts:
+        yield f"{p}.mlp.experts.gate_proj", (E, Im, H)
+        yield f"{p}.mlp.experts.up_proj", (E, Im, H)
+        yield f"{p}.mlp.experts.down_proj", (E, H, Im)
+    else:
+        for e in range(E):
+            yield f"{p}.mlp.experts.{e}.gate_proj.weight", (Im, H)
+            yield f"{p}.mlp.experts.{e}.up_proj.weight", (Im, H)
+            yield f"{p}.mlp.experts.{e}.down_proj.weight", (H, Im)
+    if S > 0:
+        yield f"{p}.mlp.shared_experts.gate_proj.weight", (Im * S, H)
+        yield f"{p}.mlp.shared_experts.up_proj.weight", (Im * S, H)
+        yield f"{p}.mlp.shared_experts.down_proj.weight", (H, Im * S)
+
+
+def expected_weight_shapes(config: dict[str, Any], fused_experts: bool = False) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of a LLaDA2 checkpoint with this config (allocates nothing).
+
+    Works for the toy config and for the real LLaDA2.0-mini config.json alike.
+    """
+    d = _dims(config)
+    shapes: dict[str, tuple[int, ...]] = {"model.word_embeddings.weight": (d["V"], d["H"])}
+    for layer in range(d["L"]):
+        shapes.update(_layer_shapes(config, layer, fused_experts))
+    shapes["model.norm.weight"] = (d["H"],)
+    if not config.get("tie_word_embeddings", False):
+        shapes["lm_head.weight"] = (d["V"], d["H"])
+    return shapes
+
+
+# --------------------------------------------------------------------------------------------
+# Random init
+# --------------------------------------------------------------------------------------------
+
+
+def _tensor_seed(seed: int, name: str) -> int:
+    """A stable 63-bit seed per (seed, tensor name); hashlib, not hash(), which is salted per process."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def _init_tensor(name: str, shape: tuple[int, ...], seed: int, std: float) -> torch.Tensor:
+    """One float32 tensor, a pure function of (seed, name, shape, std)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(_tensor_seed(seed, name))
+    if name.endswith("layernorm.weight") or name == "model.norm.weight":
+        return 1.0 + torch.randn(shape, generator=gen) * _NORM_STD
+    if name.endswith("expert_bias"):
+        return torch.randn(shape, generator=gen) * _EXPERT_BIAS_STD
+    if name in ("model.word_embeddings.weight", "lm_head.weight"):
+        return torch.randn(shape, generator=gen) * (std * _EMBED_STD_SCALE)
+    return torch.randn(shape, generator=gen) * std
+
+
+def _storage_dtype(config: dict[str, Any]) -> torch.dtype:
+    import torch
+
+    name = config.get("dtype") or config.get("torch_dtype") or "float32"
+    if name not in _DTYPES:
+        raise ValueError(f"dtype must be one of {_DTYPES}, got {name!r}")
+    return getattr(torch, name)
+
+
+def generate_weights(config: dict[str, Any], *, seed: int = 0, fused_experts: bool = False) -> dict[str, torch.Tensor]:
+    """All tensors of the checkpoint, in expected_weight_shapes order, cast to the config dtype.
+
+    Fused expert tensors are the per-expert tensors (same names, same seeds) stacked, so the
+    two layouts hold identical values.
+    """
+    import torch
+
+    dtype = _storage_dtype(config)
+    std = float(config.get("initializer_range", 0.02))
+    per_expert = expected_weight_shapes(config, fused_experts=False)
+    out: dict[str, torch.Tensor] = {}
+    for name, shape in expected_weight_shapes(config, fused_experts=fused_experts).items():
+        if name in per_expert:
+            t = _init_tensor(name, shape, seed, std)
+        else:
+            # "model.layers.{l}.mlp.experts.{proj}" [E, ...] <- stack of ".experts.{e}.{proj}.weight"
+            prefix, proj = name.rsplit(".", 1)
+            t = torch.stack(
+                [
+                    _init_tensor(f"{prefix}.{e}.{proj}.weight", shape[1:], seed, std)
+                    for e in range(shape[0])
+                ]
+            )
+        # The router bias stays fp32 in the real checkpoint (router_dtype fp32) whatever the dtype.
+        out[name] = t if name.endswith("expert_bias") else t.to(dtype)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def shard_names(num_shards: int) -> list[str]:
+    """HF shard file names: model-00001-of-00003.safetensors, ..."""
+    return [f"model-{i + 1:05d}-of-{num_shards:05d}.safetensors" for i in range(num_shards)]
+
+
+def split_into_shards(tensors: dict[str, torch.Tensor], num_shards: int) -> list[list[str]]:
+    """Contiguous groups of tensor names with roughly equal byte totals, none of them empty."""
+    names = list(tensors)
+    if not 1 <= num_shards <= len(names):
+        raise ValueError(f"num_shards must be in [1, {len(names)}], got {num_shards}")
+    target = sum(_nbytes(t) for t in tensors.values()) / num_shards
+    groups: list[list[str]] = [[]]
+    done = 0  # bytes in the groups before the current one, plus the current one
+    for i, name in enumerate(names):
+        shards_after = num_shards - len(groups)
+        tensors_left = len(names) - i
+        # Move on once the current shard reached its share of the bytes, or when every tensor
+        # still to place is needed to keep the remaining shards non-empty.
+        if groups[-1] and shards_after > 0 and (done >= len(groups) * target or tensors_left <= shards_after):
+            groups.append([])
+        groups[-1].append(name)
+        done += _nbytes(tensors[name])
+    return groups
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+
+
+def _write_weights(out_dir: Path, tensors: dict[str, torch.Tensor], num_shards: int) -> None:
+    from safetensors.torch import save_file
+
+    # {"format": "pt"} is what transformers checks for before it trusts a safetensors file.
+    metadata = {"format": "pt"}
+    if num_shards == 1:
+        save_file(tensors, str(out_dir / SINGLE_FILE), metadata=metadata)
+        return
+    weight_map: dict[str, str] = {}
+    for fname, group in zip(shard_names(num_shards), split_into_shards(tensors, num_shards)):
+        save_file({n: tensors[n] for n in group}, str(out_dir / fname), metadata=metadata)
+        weight_map.update(dict.fromkeys(group, fname))
+    total = sum(_nbytes(t) for t in tensors.values())
+    _write_json(out_dir / INDEX_FILE, {"metadata": {"total_size": total}, "weight_map": weight_map})
+
+
+def _transformers_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # metadata, not `import transformers`: that import takes seconds
+        return version("transformers")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_config(vocab_size: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """TOY_ARCH plus the tokenizer-derived fields, then `overrides` on top."""
+    ids = special_token_ids()
+    config = copy.deepcopy(TOY_ARCH)
+    config.update(
+        vocab_size=vocab_size,
+        pad_token_id=ids[PAD_TOKEN],
+        bos_token_id=ids[BOS_TOKEN],
+        eos_token_id=ids[EOS_TOKEN],
+        transformers_version=_transformers_version(),
+    )
+    # No mask_token_id unless asked for: the real config has none; loaders find <|mask|> in
+    # the tokenizer, and the toy must make them do so.
+    config.update(copy.deepcopy(overrides or {}))
+    if int(config["vocab_size"]) < vocab_size:
+        raise ValueError(f"vocab_size {config['vocab_size']} < tokenizer's {vocab_size}")
+    return config
+
+
+def generation_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Like the real one: generation stops at <|endoftext|> or at <|role_end|>."""
+    ids = special_token_ids()
+    return {
+        "bos_token_id": config["bos_token_id"],
+        "eos_token_id": [ids[EOS_TOKEN], ids[ROLE_END_TOKEN]],
+        "pad_token_id": config["pad_token_id"],
+        "transformers_version": config.get("transformers_version", _transformers_version()),
+    }
+
+
+def write_tiny_checkpoint(
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    num_shards: int = 1,
+    fused_experts: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> Path:
+    """Write config.json, generation_config.json, the tokenizer and random weights to out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = build_config(write_tokenizer(out), overrides)
+    _write_json(out / "config.json", config)
+    _write_json(out / "generation_config.json", generation_config(config))
+    # Do not leave a stale layout behind when rewriting a directory with another num_shards.
+    for stale in [out / SINGLE_FILE, out / INDEX_FILE, *out.glob("model-*-of-*.safetensors")]:
+        stale.unlink(missing_ok=True)
+    _write_weights(out, generate_weights(config, seed=seed, fused_experts=fused_experts), num_shards)
+    return out

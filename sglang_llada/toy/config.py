@@ -1,0 +1,53 @@
+"""The toy LLaDA2 architecture: the real LLaDA2.0-mini schema at a size that runs on 2 CPU cores.
+
+Every feature of the real model is kept switched on (GQA, QK RMSNorm, partial rotary, sigmoid
+router with expert bias, group-limited top-k, routed scaling, a shared expert, one dense first
+layer) so that the toy exercises the same code path as the real checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Fields that are shared with ../shared/reference/llada2-mini/config.json, at toy size.
+TOY_ARCH: dict[str, Any] = {
+    "architectures": ["LLaDA2MoeModelLM"],
+    "model_type": "llada2_moe",
+    "hidden_size": 64,
+    "num_hidden_layers": 3,  # layer 0 dense, layers 1-2 MoE
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,  # GQA: 2 query heads per KV head
+    "head_dim": 16,
+    "partial_rotary_factor": 0.5,
+    "rotary_dim": 8,
+    "rope_theta": 600000,
+    "rope_scaling": None,
+    "max_position_embeddings": 8192,
+    "intermediate_size": 128,  # dense MLP (first_k_dense_replace layers)
+    "moe_intermediate_size": 32,
+    "num_experts": 8,
+    "num_experts_per_tok": 2,
+    "n_group": 4,
+    "topk_group": 2,
+    "num_shared_experts": 1,
+    "first_k_dense_replace": 1,
+    "routed_scaling_factor": 2.5,
+    "score_function": "sigmoid",
+    "moe_router_enable_expert_bias": True,
+    "norm_topk_prob": True,
+    "router_dtype": "fp32",
+    "hidden_act": "silu",
+    "rms_norm_eps": 1e-6,
+    "use_bias": False,
+    "use_qkv_bias": False,
+    "use_rmsnorm": True,
+    "norm_head": False,
+    "tie_word_embeddings": False,
+    "initializer_range": 0.02,
+    "attention_dropout": 0.0,
+    "embedding_dropout": 0.0,
+    "output_dropout": 0.0,
+    "use_cache": False,
+    "use_sliding_window": False,
+    "dtype": "float32",
+}

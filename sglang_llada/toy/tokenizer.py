@@ -1,0 +1,146 @@
+"""A 320-token byte-level tokenizer with LLaDA2's special tokens, built with `tokenizers`.
+
+Layout of the vocabulary:
+  ids 0..255      the 256 byte symbols (id == byte value), GPT-2 byte-to-unicode spelling;
+                  no merges, so every byte is its own token and any text round-trips.
+  ids 256..265    LLaDA2's special tokens, in the same order as the real model
+                  (156891..156900 in LLaDA2.0-mini): <|startoftext|> ... <|role_end|>.
+  ids 266..319    <|reserved_token_0|> ... padding the vocab to a multiple of 64, the way the
+                  real vocab (157184) is padded past its last real token.
+
+tokenizer_config.json is the real one (chat template verbatim), minus the keys that would make
+transformers look for remote code or slow-tokenizer files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+NUM_BYTES = 256
+
+# Same order as LLaDA2.0-mini (../shared/reference/llada2-mini/special_token_ids.json).
+SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|startoftext|>",
+    "<|endoftext|>",
+    "[CLS]",
+    "[gMASK]",
+    "<|mask|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_response>",
+    "</tool_response>",
+    "<|role_end|>",
+)
+
+BOS_TOKEN = "<|startoftext|>"
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|endoftext|>"  # the real config's pad_token_id is <|endoftext|>'s id
+MASK_TOKEN = "<|mask|>"
+ROLE_END_TOKEN = "<|role_end|>"
+
+# Real vocab is padded to a multiple of 64 (157184 = 64 * 2456); the toy one is too.
+VOCAB_MULTIPLE = 64
+
+_REAL_CONFIG_NAME = "llada2_tokenizer_config.json"
+# Keys of the real tokenizer_config.json that would send transformers to remote code or to
+# slow-tokenizer files that the toy does not have.
+_DROPPED_CONFIG_KEYS = ("trust_remote_code", "vocab_file", "merges_file", "auto_map")
+
+
+def vocab_size() -> int:
+    """256 bytes + the special tokens, rounded up to a multiple of 64 (= 320)."""
+    n = NUM_BYTES + len(SPECIAL_TOKENS)
+    return -(-n // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
+def reserved_tokens() -> list[str]:
+    """The padding tokens after the special ones: <|reserved_token_0|>, <|reserved_token_1|>, ..."""
+    n = vocab_size() - NUM_BYTES - len(SPECIAL_TOKENS)
+    return [f"<|reserved_token_{i}|>" for i in range(n)]
+
+
+def special_token_ids() -> dict[str, int]:
+    """Id of every added (special and reserved) token; they follow the 256 byte ids in order."""
+    added = [*SPECIAL_TOKENS, *reserved_tokens()]
+    return {tok: NUM_BYTES + i for i, tok in enumerate(added)}
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable-character map, the spelling ByteLevel pre-tokenizes into.
+
+    Printable latin-1 bytes map to themselves; the rest are shifted to U+0100 and up, so every
+    byte has a visible, whitespace-free symbol.
+    """
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    mapping: dict[int, str] = {}
+    shift = 0
+    for b in range(NUM_BYTES):
+        if b in printable:
+            mapping[b] = chr(b)
+        else:
+            mapping[b] = chr(NUM_BYTES + shift)
+            shift += 1
+    return mapping
+
+
+def build_tokenizer() -> Any:
+    """Build the `tokenizers.Tokenizer` (returned as Any to keep `tokenizers` out of the types)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+
+    vocab = {sym: b for b, sym in _bytes_to_unicode().items()}  # id == byte value
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    # add_prefix_space=False: LLaDA2 text starts directly with <role>, no injected space.
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    # trim_offsets=False keeps offsets covering the raw bytes (spaces included).
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+
+    # normalized=False + special=True: matched verbatim inside any text, never split, and
+    # dropped by decode(skip_special_tokens=True).
+    added = [AddedToken(t, special=True, normalized=False) for t in special_token_ids()]
+    tok.add_special_tokens(added)
+
+    ids = special_token_ids()
+    assert tok.get_vocab_size(with_added_tokens=True) == vocab_size()
+    assert all(tok.token_to_id(t) == i for t, i in ids.items()), "added-token ids out of order"
+    return tok
+
+
+def _load_real_config() -> dict[str, Any]:
+    return json.loads((Path(__file__).parent / _REAL_CONFIG_NAME).read_text(encoding="utf-8"))
+
+
+def tokenizer_config() -> dict[str, Any]:
+    """The real tokenizer_config.json, made loadable without remote code."""
+    cfg = {k: v for k, v in _load_real_config().items() if k not in _DROPPED_CONFIG_KEYS}
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg["model_max_length"] = cfg.get("model_max_length", 32768)
+    return cfg
+
+
+def special_tokens_map() -> dict[str, str]:
+    """bos/eos/pad/mask/cls as in the real tokenizer_config.json."""
+    cfg = _load_real_config()
+    keys = ("bos_token", "eos_token", "pad_token", "mask_token", "cls_token")
+    return {k: cfg[k] for k in keys if k in cfg}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_tokenizer(out_dir: Path) -> int:
+    """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json; return vocab size."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer()
+    tok.save(str(out_dir / "tokenizer.json"))
+    _write_json(out_dir / "tokenizer_config.json", tokenizer_config())
+    _write_json(out_dir / "special_tokens_map.json", special_tokens_map())
+    return int(tok.get_vocab_size(with_added_tokens=True))
