@@ -342,7 +342,8 @@ class LLaDA2MoeModelLM(nn.Module):
                 quant_config=quant_config,
                 prefix=add_prefix("lm_head", prefix),
             )
-        self.logits_processor = LogitsProcessor(config)
+        # Diffusion steps read the logits of every position of the block, not just the last.
+        self.logits_processor = LogitsProcessor(config, return_full_logits=True)
 
     @torch.no_grad()
     def forward(

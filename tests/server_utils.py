@@ -1,0 +1,93 @@
+"""Start and stop real `python -m sglang.launch_server` subprocesses for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+STARTUP_TIMEOUT_S = 300.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            # The server is its own process-group leader: signal the whole group so the
+            # scheduler/detokenizer children go too.
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        deadline = time.time() + 30
+        while time.time() < deadline and _group_alive(self.proc.pid):
+            time.sleep(0.2)
+        if _group_alive(self.proc.pid):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def launch(model: Path, extra_args: list[str], workdir: Path, log_path: Path) -> Server:
+    """Launch the stock server from a neutral working directory (so no source tree shadows
+    the installed package) and wait until it answers."""
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "sglang.launch_server",
+        "--model", str(model), "--host", "127.0.0.1", "--port", str(port), *extra_args,
+    ]
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    server = Server(url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path)
+    deadline = time.time() + STARTUP_TIMEOUT_S
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()[-6000:]}")
+        try:
+            if requests.get(server.url + "/model_info", timeout=2).status_code == 200:
+                return server
+        except requests.RequestException:
+            pass
+        time.sleep(1.0)
+    server.stop()
+    raise RuntimeError(f"server did not start in {STARTUP_TIMEOUT_S}s:\n{server.log()[-6000:]}")
+
+
+def generate(url: str, payload: dict, timeout: float = 120.0) -> dict:
+    r = requests.post(url + "/generate", json=payload, timeout=timeout)
+    r.raise_for_status()
+    return r.json()
