@@ -54,9 +54,61 @@ def _tiny_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- serve ---------------------------------------------------------------------------------
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default=None,
+        help="checkpoint to serve (default: the embedded toy model, made on first use)",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=30000)
+
+
+def _default_model_dir() -> str:
+    import os
+    from pathlib import Path
+
+    from sglang_llada.toy.checkpoint import write_tiny_checkpoint
+
+    # Until a trained toy ships with the package, the default model is the seed-0 random toy,
+    # written once into the user's cache.
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sglang-llada"
+    target = cache / "tiny-llada2-seed0"
+    if not (target / "config.json").exists():
+        write_tiny_checkpoint(target, seed=0)
+    return str(target)
+
+
+def _serve(args: argparse.Namespace, passthrough: list[str]) -> int:
+    import os
+
+    model = args.model or _default_model_dir()
+    cmd = [
+        sys.executable, "-m", "sglang.launch_server",
+        "--model-path", model, "--host", args.host, "--port", str(args.port), *passthrough,
+    ]
+    url = f"http://{args.host}:{args.port}"
+    print(f"sglang-llada: serving {model} at {url}")
+    print(
+        "example: curl -s " + url + "/generate -H 'Content-Type: application/json' "
+        """-d '{"text": "Hello", "sampling_params": {"max_new_tokens": 32}}'"""
+    )
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)
+    return 0  # not reached
+
+
 # --- registry -------------------------------------------------------------------------------
 
 _SUBCOMMANDS: dict[str, _Subcommand] = {
+    "serve": _Subcommand(
+        help="launch the SGLang server (default: the embedded model); other flags go to SGLang",
+        add_arguments=_serve_args,
+        handler=_serve,  # type: ignore[arg-type]  # takes the pass-through flags too
+    ),
     "tiny-checkpoint": _Subcommand(
         help="write a random-weight toy LLaDA2 checkpoint (HF layout) to DIR",
         add_arguments=_tiny_checkpoint_args,
@@ -78,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, rest = build_parser().parse_known_args(argv)
+    if args.command == "serve":
+        return int(args._handler(args, rest))
+    if rest:
+        build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
     return int(args._handler(args))
 
 

@@ -44,6 +44,12 @@ from transformers import PretrainedConfig
 from sglang_llada.models.weights import iter_hf_weights
 
 
+def _on_cpu_platform() -> bool:
+    from sglang_llada.platform import activate
+
+    return activate() is not None
+
+
 def _rotary_dim(config: PretrainedConfig, head_dim: int) -> int:
     # `partial_rotary_factor` wins over `rotary_dim` (the published config has both, equal).
     factor = getattr(config, "partial_rotary_factor", None)
@@ -148,6 +154,13 @@ class LLaDA2SparseMoe(nn.Module):
         prefix: str,
     ) -> None:
         super().__init__()
+        ep_size = get_parallel().moe_ep_size
+        if ep_size > 1 and _on_cpu_platform():
+            raise ValueError(
+                f"--ep {ep_size} is not supported on the CPU platform: SGLang 0.5.23's native "
+                "CPU MoE kernel cannot skip the experts of other EP ranks. Drop --ep (use "
+                "--tp alone, which shards every expert) or serve on GPUs."
+            )
         self.gate = LLaDA2Router(config)
         # Scaling is folded into the router weights above, so FusedMoE gets none.
         self.experts = get_moe_impl_class(quant_config)(
