@@ -1,0 +1,81 @@
+"""Fast checks of the plugin's registration, the CPU platform and checkpoint token ids."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sglang_llada.checkpoint_tokens import CheckpointTokenError, resolve_diffusion_tokens
+
+
+def test_mask_and_eos_ids_come_from_the_checkpoint(tiny_checkpoint: Path) -> None:
+    resolve_diffusion_tokens.cache_clear()
+    tokens = resolve_diffusion_tokens(str(tiny_checkpoint))
+    assert tokens.mask_id == 260  # the toy tokenizer's <|mask|>, not LLaDA2's 156895
+    assert 257 in tokens.eos_ids and 265 in tokens.eos_ids
+
+
+def test_config_mask_token_id_wins_over_tokenizer(tmp_path: Path) -> None:
+    from sglang_llada.toy.checkpoint import write_tiny_checkpoint
+
+    ckpt = write_tiny_checkpoint(tmp_path / "m", seed=1, overrides={"mask_token_id": 259})
+    resolve_diffusion_tokens.cache_clear()
+    assert resolve_diffusion_tokens(str(ckpt)).mask_id == 259
+
+
+def test_missing_mask_token_is_an_actionable_error(tmp_path: Path) -> None:
+    from sglang_llada.toy.checkpoint import write_tiny_checkpoint
+
+    ckpt = write_tiny_checkpoint(tmp_path / "m", seed=1)
+    tok_cfg = json.loads((ckpt / "tokenizer_config.json").read_text())
+    del tok_cfg["mask_token"]
+    (ckpt / "tokenizer_config.json").write_text(json.dumps(tok_cfg))
+    resolve_diffusion_tokens.cache_clear()
+    with pytest.raises(CheckpointTokenError, match="mask_token_id"):
+        resolve_diffusion_tokens(str(ckpt))
+
+
+def test_register_is_idempotent_and_registers_config() -> None:
+    from transformers import AutoConfig
+
+    from sglang_llada import plugin
+    from sglang_llada.configs.llada2 import LLaDA2MoeConfig
+
+    plugin.register()
+    plugin.register()
+    assert AutoConfig.for_model("llada2_moe").__class__ is LLaDA2MoeConfig
+
+
+def test_llada2_detection_leaves_other_models_alone(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from sglang_llada import plugin
+
+    plugin.register()
+    other = tmp_path / "llama"
+    other.mkdir()
+    (other / "config.json").write_text(
+        json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
+                    "num_attention_heads": 4, "num_hidden_layers": 1, "intermediate_size": 128,
+                    "vocab_size": 320})
+    )
+    assert plugin._is_llada2(str(tiny_checkpoint), None, False)
+    assert not plugin._is_llada2(str(other), None, False)
+
+
+def test_cpu_platform_activates_only_without_accelerator(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sglang_llada import platform
+
+    assert platform.activate() == platform.PLATFORM_CLASS  # no GPU on this machine
+    monkeypatch.setenv("SGLANG_USE_CPU_ENGINE", "1")
+    assert platform.activate() is None  # the user asked for SGLang's own CPU engine
+    monkeypatch.delenv("SGLANG_USE_CPU_ENGINE")
+    monkeypatch.setattr(platform, "_has_accelerator", lambda: True)
+    assert platform.activate() is None  # GPU hosts are untouched
+
+
+def test_core_split_is_disjoint() -> None:
+    from sglang_llada.platform import _split_cores
+
+    groups = [set(g.split(",")) for g in _split_cores(2).split("|")]
+    assert len(groups) == 2 and not (groups[0] & groups[1])
