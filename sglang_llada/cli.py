@@ -61,25 +61,21 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="checkpoint to serve (default: the embedded toy model, made on first use)",
+        help="checkpoint to serve (default: the embedded trained toy LLaDA2)",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=30000)
 
 
 def _default_model_dir() -> str:
-    import os
-    from pathlib import Path
+    from sglang_llada.toy import TRAINED_TOY_DIR
 
-    from sglang_llada.toy.checkpoint import write_tiny_checkpoint
-
-    # Until a trained toy ships with the package, the default model is the seed-0 random toy,
-    # written once into the user's cache.
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sglang-llada"
-    target = cache / "tiny-llada2-seed0"
-    if not (target / "config.json").exists():
-        write_tiny_checkpoint(target, seed=0)
-    return str(target)
+    if not (TRAINED_TOY_DIR / "config.json").exists():
+        raise SystemExit(
+            f"sglang-llada: the embedded model is missing from {TRAINED_TOY_DIR}; reinstall the "
+            "package, or pass --model PATH"
+        )
+    return str(TRAINED_TOY_DIR)
 
 
 def _serve(args: argparse.Namespace, passthrough: list[str]) -> int:
@@ -93,12 +89,38 @@ def _serve(args: argparse.Namespace, passthrough: list[str]) -> int:
     url = f"http://{args.host}:{args.port}"
     print(f"sglang-llada: serving {model} at {url}")
     print(
-        "example: curl -s " + url + "/generate -H 'Content-Type: application/json' "
-        """-d '{"text": "Hello", "sampling_params": {"max_new_tokens": 32}}'"""
+        "example (when the server says it is ready):\n  curl -s " + url + "/v1/chat/completions "
+        "-H 'Content-Type: application/json' "
+        """-d '{"messages": [{"role": "user", "content": "Add: 4821+937"}], "max_tokens": 32}'"""
     )
     sys.stdout.flush()
     os.execv(sys.executable, cmd)
     return 0  # not reached
+
+
+# --- eval ----------------------------------------------------------------------------------
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    from sglang_llada.eval import DEFAULT_MAX_NEW_TOKENS
+
+    p.add_argument("--url", default="http://127.0.0.1:30000", help="a running SGLang server")
+    p.add_argument("--split", default="heldout", choices=("heldout", "heldout-small"))
+    p.add_argument("--concurrency", type=int, default=1, help="requests in flight at once")
+    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    p.add_argument("--limit", type=int, default=None, help="only the first N examples")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from sglang_llada.eval import evaluate, print_report
+
+    summary, _ = evaluate(
+        args.url, args.split, concurrency=args.concurrency,
+        max_new_tokens=args.max_new_tokens, limit=args.limit,
+    )
+    print_report(args.url, args.split, args.concurrency, summary, args.json)
+    return 0
 
 
 # --- registry -------------------------------------------------------------------------------
@@ -108,6 +130,11 @@ _SUBCOMMANDS: dict[str, _Subcommand] = {
         help="launch the SGLang server (default: the embedded model); other flags go to SGLang",
         add_arguments=_serve_args,
         handler=_serve,  # type: ignore[arg-type]  # takes the pass-through flags too
+    ),
+    "eval": _Subcommand(
+        help="score a running server on the toy tasks (accuracy, TPF, tokens/s, latency)",
+        add_arguments=_eval_args,
+        handler=_eval,
     ),
     "tiny-checkpoint": _Subcommand(
         help="write a random-weight toy LLaDA2 checkpoint (HF layout) to DIR",

@@ -9,7 +9,9 @@ Seams used, all official:
 - `SGLANG_EXTERNAL_MODEL_PACKAGE`: our `LLaDA2MoeModelLM` wins the model registry;
 - `register_resolution_hook("handle_model_source_paths")`: diffusion decoding on by
   default for LLaDA2 checkpoints (and only for them);
-- `HookRegistry` AFTER `DllmConfig.from_server_args`: the mask id from the checkpoint.
+- `HookRegistry` AFTER `DllmConfig.from_server_args`: the mask id from the checkpoint;
+- `HookRegistry` on the dLLM run / result / output path: forward counts in `meta_info`
+  (see `forward_stats.py`).
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ def _register_hooks() -> None:
         _dllm_config_from_checkpoint,
         HookType.AFTER,
     )
+    from sglang_llada.forward_stats import register_hooks as register_forward_stats
+
+    register_forward_stats()
 
 
 def _default_device_for_cpu_platform(server_args: Any, previous: Callable[[Any], None]) -> None:

@@ -6,10 +6,10 @@ from typing import Iterator
 
 import pytest
 
-# Test helpers (reference model, server launcher) live beside the tests.
+# Test helpers (the pure-torch reference model) live beside the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from server_utils import Server, launch  # noqa: E402
+from sglang_llada.server_process import Server, launch  # noqa: E402
 
 
 @pytest.fixture(scope="session")

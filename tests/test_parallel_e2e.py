@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server_utils import generate, launch
+from sglang_llada.server_process import generate, launch
 
 PROMPTS = [
     "The quick brown fox jumps over the lazy dog. " * 2,

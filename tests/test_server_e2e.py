@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from server_utils import generate
+from sglang_llada.server_process import generate
 
 import reference_llada2 as ref
 
@@ -111,7 +111,7 @@ def test_frontend_dsl_program(default_server) -> None:
 def test_server_stops_without_orphans(tmp_path_factory, neutral_dir, tiny_checkpoint) -> None:
     import psutil
 
-    from server_utils import launch
+    from sglang_llada.server_process import launch
 
     server = launch(tiny_checkpoint, [], neutral_dir, tmp_path_factory.mktemp("logs") / "orphans.log")
     children = psutil.Process(server.proc.pid).children(recursive=True)

@@ -307,10 +307,25 @@ def write_tiny_checkpoint(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = build_config(write_tokenizer(out), overrides)
+    weights = generate_weights(config, seed=seed, fused_experts=fused_experts)
+    return write_checkpoint(out, config, weights, num_shards=num_shards)
+
+
+def write_checkpoint(
+    out_dir: str | Path,
+    config: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    *,
+    num_shards: int = 1,
+) -> Path:
+    """Write config.json, generation_config.json, the toy tokenizer and `tensors` to out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_tokenizer(out)
     _write_json(out / "config.json", config)
     _write_json(out / "generation_config.json", generation_config(config))
     # Do not leave a stale layout behind when rewriting a directory with another num_shards.
     for stale in [out / SINGLE_FILE, out / INDEX_FILE, *out.glob("model-*-of-*.safetensors")]:
         stale.unlink(missing_ok=True)
-    _write_weights(out, generate_weights(config, seed=seed, fused_experts=fused_experts), num_shards)
+    _write_weights(out, tensors, num_shards)
     return out

@@ -51,3 +51,50 @@ TOY_ARCH: dict[str, Any] = {
     "use_sliding_window": False,
     "dtype": "float32",
 }
+
+# The trained toy (shipped in the package, served by `sglang-llada serve`): TOY_ARCH widened
+# and deepened until the task suite is learnable in under 30 minutes of 2-core CPU training.
+TRAINED_TOY_ARCH: dict[str, Any] = {
+    "hidden_size": 128,
+    "num_hidden_layers": 4,  # layer 0 dense, layers 1-3 MoE
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "rotary_dim": 16,
+    # LLaDA2 uses 600000; at 16 rotary dims that leaves almost no fine position signal, which
+    # copying and reversing need. 10000 gives wavelengths from ~6 to ~6000 positions.
+    "rope_theta": 10000,
+    "intermediate_size": 384,
+    "moe_intermediate_size": 128,
+    "max_position_embeddings": 4096,
+    "use_qk_norm": True,
+}
+
+# The autoregressive twin: the same tensors, served by SGLang's in-tree Bailing MoE V2 class
+# (LLaDA2's autoregressive ancestor). Bailing's config defaults differ from LLaDA2's in
+# use_bias and use_qk_norm, so both are spelled out.
+AR_TWIN_ARCH: dict[str, Any] = {
+    "architectures": ["BailingMoeV2ForCausalLM"],
+    "model_type": "bailing_moe_v2",
+    # transformers has no bailing_moe_v2 config; like the published Ling 2.0 checkpoints, the
+    # twin carries its config class as remote code (serve it with --trust-remote-code).
+    "auto_map": {"AutoConfig": "configuration_bailing_moe_v2.BailingMoeV2Config"},
+    "use_bias": False,
+    "use_qk_norm": True,
+}
+
+AR_TWIN_CONFIG_CODE = '''"""Config class of the sglang-llada autoregressive twin (Bailing MoE V2 schema)."""
+
+from transformers import PretrainedConfig
+
+
+class BailingMoeV2Config(PretrainedConfig):
+    model_type = "bailing_moe_v2"
+
+    def __init__(self, rope_theta=600000.0, rope_scaling=None, **kwargs):
+        self.rope_theta = rope_theta
+        self.rope_scaling = rope_scaling
+        # transformers 5 reads rotary settings from rope_parameters.
+        self.rope_parameters = dict(rope_scaling or {"rope_type": "default"}, rope_theta=rope_theta)
+        super().__init__(**kwargs)
+'''

@@ -1,4 +1,4 @@
-"""Start and stop real `python -m sglang.launch_server` subprocesses for end-to-end tests."""
+"""Start and stop real `python -m sglang.launch_server` subprocesses (tests and bench scripts)."""
 
 from __future__ import annotations
 
@@ -58,14 +58,24 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def launch(model: Path, extra_args: list[str], workdir: Path, log_path: Path) -> Server:
+def launch(
+    model: Path | None, extra_args: list[str], workdir: Path, log_path: Path, *, via_cli: bool = False
+) -> Server:
     """Launch the stock server from a neutral working directory (so no source tree shadows
-    the installed package) and wait until it answers."""
+    the installed package) and wait until it answers.
+
+    via_cli: start it as `sglang-llada serve [--model M] ...` instead (model None: the embedded
+    default), which exec's the same stock server.
+    """
     port = free_port()
-    cmd = [
-        sys.executable, "-m", "sglang.launch_server",
-        "--model", str(model), "--host", "127.0.0.1", "--port", str(port), *extra_args,
-    ]
+    if via_cli:
+        model_args = [] if model is None else ["--model", str(model)]
+        cmd = [sys.executable, "-m", "sglang_llada", "serve", *model_args, "--port", str(port), *extra_args]
+    else:
+        cmd = [
+            sys.executable, "-m", "sglang.launch_server",
+            "--model", str(model), "--host", "127.0.0.1", "--port", str(port), *extra_args,
+        ]
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     log = open(log_path, "wb")

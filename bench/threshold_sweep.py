@@ -1,0 +1,122 @@
+"""Threshold sweep of the trained toy: accuracy against tokens per forward (TPF), through the server.
+
+    .venv/bin/python bench/threshold_sweep.py            # writes bench/results/threshold_sweep.*
+
+For every threshold, one stock `python -m sglang.launch_server --model <toy>` is started with the
+threshold in `--dllm-algorithm-config` (LowConfidence: commit every masked position whose
+confidence exceeds it, else the single most confident one), and `sglang-llada eval` scores the
+held-out split. Threshold 1.0 is the one-token-per-forward baseline (no confidence exceeds 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run_point(model: Path, threshold: float, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from sglang_llada.eval import evaluate
+    from sglang_llada.server_process import launch
+
+    cfg = workdir / f"threshold-{threshold}.yaml"
+    cfg.write_text(f"threshold: {threshold}\n")
+    server_args = [
+        "--dllm-algorithm-config", str(cfg),
+        "--max-running-requests", str(args.max_running_requests),
+        *args.server_arg,
+    ]
+    server = launch(model, server_args, workdir, workdir / f"server-{threshold}.log")
+    try:
+        summary, _ = evaluate(server.url, args.split, concurrency=args.concurrency)
+    finally:
+        server.stop()
+    return {"threshold": threshold, "server_args": server_args[2:], **summary}
+
+
+def write_table(rows: list[dict[str, Any]], path: Path, header: str) -> None:
+    lines = [
+        header, "",
+        "| threshold | accuracy | TPF | output tok/s | p50 latency (s) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['threshold']} | {r['accuracy']:.3f} | {r['tpf']:.2f} | "
+            f"{r['output_tokens_per_s']:.1f} | {r['latency_s']['p50']:.3f} |"
+        )
+    lines += ["", "Per-task accuracy:", "", "| threshold | " + " | ".join(rows[0]["accuracy_per_task"]) + " |",
+              "|---:|" + "---:|" * len(rows[0]["accuracy_per_task"])]
+    for r in rows:
+        lines.append(f"| {r['threshold']} | " + " | ".join(f"{a:.2f}" for a in r["accuracy_per_task"].values()) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    tpf = [r["tpf"] for r in rows]
+    acc = [100 * r["accuracy"] for r in rows]
+    ax.plot(tpf, acc, "o-", color="tab:blue")
+    for r, x, y in zip(rows, tpf, acc):
+        ax.annotate(f"{r['threshold']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("tokens per forward (TPF)")
+    ax.set_ylabel("exact match on held-out split (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sglang_llada.toy import TRAINED_TOY_DIR
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, default=TRAINED_TOY_DIR)
+    p.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS))
+    p.add_argument("--split", default="heldout")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--max-running-requests", type=int, default=16)
+    p.add_argument("--server-arg", action="append", default=[], help="extra flag for the server")
+    p.add_argument("--out", type=Path, default=RESULTS / "threshold_sweep")
+    args = p.parse_args(argv)
+
+    rows = []
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as d:
+        for t in args.thresholds:
+            row = run_point(args.model, t, args, Path(d))
+            print(
+                f"threshold {t}: accuracy {row['accuracy']:.3f}  TPF {row['tpf']:.2f}  "
+                f"{row['output_tokens_per_s']:.1f} tok/s",
+                flush=True,
+            )
+            rows.append(row)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    command = "python bench/threshold_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    header = (
+        f"# Threshold sweep: {args.model.name}, split {args.split}\n\n"
+        f"Command: `{command.strip()}` ({time.time() - t0:.0f} s, CPU, 2 cores). Each point: a fresh "
+        f"server, LowConfidence with that threshold, --max-running-requests "
+        f"{args.max_running_requests}, eval concurrency {args.concurrency}. 1.0 = one token per forward."
+    )
+    args.out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=2) + "\n")
+    write_table(rows, args.out.with_suffix(".md"), header)
+    plot(rows, args.out.with_suffix(".png"), f"{args.model.name}: accuracy vs TPF (labels: threshold)")
+    print(args.out.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Per-request forward counts of diffusion decoding, reported in each response's `meta_info`.
+
+Fields (present on every response of a diffusion request; documented in README):
+  dllm_forwards           model forwards that denoised this request's blocks, including the
+                          forward that writes a finished block's KV -- the "forwards" of TPF;
+  dllm_prefill_forwards   forwards that only encoded prompt blocks (nothing to denoise);
+  dllm_tokens_per_forward completion_tokens / dllm_forwards (TPF), once dllm_forwards > 0.
+While streaming, each chunk carries the counts so far.
+
+How (all through SGLang's hook registry, no patch):
+  1. AROUND `DllmAlgorithm.run` hands the algorithm a model runner that counts `forward`
+     calls and pins the count on the returned logits output;
+  2. BEFORE `SchedulerDllmMixin.process_batch_result_dllm` adds that count to every request of
+     the batch, as denoising or prefill depending on whether its forward held masks;
+  3. AROUND `Scheduler.get_output_streamer_class` adds SGLang's request-level "customized info"
+     fields to the scheduler's output, and AROUND `TokenizerManager.update_request_meta_info`
+     turns the accumulated lists into plain numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+FORWARDS = "dllm_forwards"
+PREFILL_FORWARDS = "dllm_prefill_forwards"
+TOKENS_PER_FORWARD = "dllm_tokens_per_forward"
+# The names the counts travel under through SGLang's customized-info channel. SGLang keeps
+# such fields as lists (and slices them per token when streaming incrementally); the public
+# fields are plain numbers, so they get other names and are filled in at the very end.
+_CHANNEL = {FORWARDS: "sglang_llada.forwards", PREFILL_FORWARDS: "sglang_llada.prefill_forwards"}
+_COUNT_ATTR = "_sglang_llada_forwards"
+
+_DLLM = "sglang.srt.dllm"
+
+
+def register_hooks() -> None:
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+    HookRegistry.register(f"{_DLLM}.algorithm.base.DllmAlgorithm.run", _run_around, HookType.AROUND)
+    HookRegistry.register(
+        f"{_DLLM}.mixin.scheduler.SchedulerDllmMixin.process_batch_result_dllm",
+        _count_before_result,
+        HookType.BEFORE,
+    )
+    HookRegistry.register(
+        "sglang.srt.managers.scheduler.Scheduler.get_output_streamer_class",
+        _streamer_class_around,
+        HookType.AROUND,
+    )
+    HookRegistry.register(
+        "sglang.srt.managers.tokenizer_manager.TokenizerManager.update_request_meta_info",
+        _meta_info_around,
+        HookType.AROUND,
+    )
+
+
+class _CountingRunner:
+    """Delegates everything to the model runner; counts `forward` calls."""
+
+    def __init__(self, runner: Any) -> None:
+        self._runner = runner
+        self.forwards = 0
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        self.forwards += 1
+        return self._runner.forward(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runner, name)
+
+
+def _run_around(original: Callable[..., Any], self: Any, model_runner: Any, *args: Any, **kwargs: Any) -> Any:
+    counting = _CountingRunner(model_runner)
+    out = original(self, counting, *args, **kwargs)
+    logits_output = out[0]
+    if logits_output is not None and not isinstance(logits_output, tuple):
+        try:
+            setattr(logits_output, _COUNT_ATTR, counting.forwards)
+        except AttributeError:  # a tensor-only output: nothing to report
+            pass
+    return out
+
+
+def _count_before_result(self: Any, batch: Any, result: Any, *args: Any, **kwargs: Any) -> None:
+    n = getattr(result.logits_output, _COUNT_ATTR, 0) if result is not None else 0
+    if not n:
+        return None
+    for req in batch.reqs:
+        committed = len(req.origin_input_ids) + len(req.output_ids)
+        key = FORWARDS if req.extend_end > committed else PREFILL_FORWARDS
+        counts = getattr(req, _COUNT_ATTR, None)
+        if counts is None:
+            counts = {FORWARDS: 0, PREFILL_FORWARDS: 0}
+            setattr(req, _COUNT_ATTR, counts)
+        counts[key] += n
+    return None
+
+
+def _streamer_class_around(original: Callable[..., Any], self: Any, *args: Any, **kwargs: Any) -> Any:
+    base = original(self, *args, **kwargs)
+    if getattr(self, "dllm_config", None) is None or getattr(self, "rust_server", None) is not None:
+        return base  # not a diffusion server, or Rust egress (which takes no extra fields)
+    return _with_forward_counts(base)
+
+
+def _with_forward_counts(base: type) -> type:
+    def build_additional_customized_info(self: Any, reqs: list[Any]) -> dict[str, list[Any]]:
+        info = base.build_additional_customized_info(self, reqs)
+        for public, channel in _CHANNEL.items():
+            info[channel] = [[getattr(r, _COUNT_ATTR, {}).get(public, 0)] for r in reqs]
+        return info
+
+    def is_request_level_customized_info_key(self: Any, key: str) -> bool:
+        return key in _CHANNEL.values() or base.is_request_level_customized_info_key(self, key)
+
+    return type(
+        f"LLaDA2{base.__name__}",
+        (base,),
+        {
+            "__slots__": (),
+            "has_additional_customized_info": True,
+            "build_additional_customized_info": build_additional_customized_info,
+            "is_request_level_customized_info_key": is_request_level_customized_info_key,
+        },
+    )
+
+
+def _meta_info_around(
+    original: Callable[..., Any], self: Any, meta_info: dict[str, Any], state: Any, *args: Any, **kwargs: Any
+) -> Any:
+    out = original(self, meta_info, state, *args, **kwargs)
+    reported = getattr(state, "customized_info_reported_keys", None)
+    for public, channel in _CHANNEL.items():
+        values = meta_info.pop(channel, None)
+        if reported is not None:
+            reported.discard(channel)  # else SGLang re-attaches the raw list to stream chunks
+        if values:
+            meta_info[public] = int(values[-1])  # the counts so far, newest last
+    forwards = meta_info.get(FORWARDS)
+    completion = meta_info.get("completion_tokens")
+    if isinstance(forwards, int) and forwards > 0 and isinstance(completion, int):
+        meta_info[TOKENS_PER_FORWARD] = round(completion / forwards, 4)
+    return out

@@ -1,0 +1,289 @@
+"""Train the toy LLaDA2 (block diffusion) or its autoregressive twin on the toy task suite.
+
+    python -m sglang_llada.toy.train --objective diffusion --out DIR   # the shipped LLaDA2 toy
+    python -m sglang_llada.toy.train --objective ar --out DIR          # the AR twin (Bailing MoE V2)
+
+Both objectives see the same examples in the same order (same seed, steps and batch size) and
+the same architecture; only the attention mask, the inputs and the loss differ.
+
+Block diffusion (LLaDA2): blocks are aligned to absolute positions (multiples of 32), the way
+the server decodes -- a partial last prompt block is denoised together with the first answer
+positions. Each answer block gets its own mask ratio t ~ U(0, 1]; its masked positions are
+predicted from the block itself plus *clean* earlier blocks (k ~ U{1..n} of its n answer
+positions are masked, t = k/n). One forward covers every block of
+a sample by concatenating a clean copy (the context) and the noisy blocks:
+
+    clean  [0, N - 32)         block-causal among itself
+    noisy  [b0 * 32, N)        sees clean blocks < its own, and its own noisy block
+
+Loss: cross-entropy on masked positions weighted by 1/t (the masked-diffusion ELBO), summed
+and divided by the number of answer tokens. The answer ends with <|endoftext|> and is padded
+with it to the end of its block, as LLaDA2's SFT data is, so the model learns to fill the tail
+of the last block with confident end tokens.
+
+Autoregressive: the same sequence, causal mask, next-token loss on the answer tokens.
+
+Determinism: one seed fixes data order, masks and initialization; run with the same thread
+count to reproduce the shipped checkpoint bit for bit (CPU float32 kernels are deterministic
+for a fixed thread count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from sglang_llada.toy.checkpoint import build_config, write_checkpoint
+from sglang_llada.toy.config import AR_TWIN_ARCH, AR_TWIN_CONFIG_CODE, TRAINED_TOY_ARCH
+from sglang_llada.toy.tasks import Example, train_stream
+from sglang_llada.toy.tokenizer import write_tokenizer
+
+BLOCK = 32
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    objective: str = "diffusion"  # or "ar"
+    seed: int = 0
+    steps: int = 3000
+    # Diffusion only: the first ar_steps are next-token training, then block diffusion takes
+    # over -- LLaDA2 itself is adapted from an autoregressive model (Ling 2.0). Learning to copy
+    # by position from masked blocks alone is far slower than from next-token prediction.
+    ar_steps: int = 1200
+    batch_size: int = 16
+    lr: float = 3e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    expert_bias_rate: float = 1e-3
+    threads: int = 2
+
+
+class Encoder:
+    """Chat-templated prompt ids and answer ids, with the toy tokenizer."""
+
+    def __init__(self) -> None:
+        from transformers import AutoTokenizer
+
+        with tempfile.TemporaryDirectory() as d:
+            write_tokenizer(Path(d))
+            self.tok = AutoTokenizer.from_pretrained(d)
+        self.eos = int(self.tok.eos_token_id)
+        self.mask = int(self.tok.convert_tokens_to_ids("<|mask|>"))
+
+    def prompt_ids(self, ex: Example) -> list[int]:
+        messages = [{"role": "user", "content": ex.prompt}]
+        ids = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):  # transformers 5 returns an encoding
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def answer_ids(self, ex: Example) -> list[int]:
+        return list(self.tok.encode(ex.answer, add_special_tokens=False)) + [self.eos]
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor  # [B, T] long
+    positions: torch.Tensor  # [B, T] long
+    allowed: torch.Tensor  # [B, T, T] bool
+    targets: torch.Tensor  # [B, T] long, -100 where no loss
+    weights: torch.Tensor  # [B, T] float, per-position loss weight
+    n_answer_tokens: int
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    T = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (T - len(r)) for r in rows], dtype=torch.long)
+
+
+def diffusion_batch(samples: list[tuple[list[int], list[int]]], enc: Encoder, g: torch.Generator) -> Batch:
+    ids_rows, pos_rows, tgt_rows, w_rows, kinds = [], [], [], [], []
+    n_answer = 0
+    for prompt, answer in samples:
+        P = len(prompt)
+        N = -(-(P + len(answer)) // BLOCK) * BLOCK
+        full = prompt + answer + [enc.eos] * (N - P - len(answer))  # EOS-padded to block end
+        b0 = P // BLOCK
+        clean_len = N - BLOCK
+        noisy = list(full[b0 * BLOCK :])
+        targets = [-100] * len(noisy)
+        weights = [0.0] * len(noisy)
+        for b in range(b0, N // BLOCK):
+            lo, hi = max(b * BLOCK, P), (b + 1) * BLOCK  # answer positions of block b
+            n = hi - lo
+            # Mask exactly k ~ U{1..n} positions (ratio t = k/n) and weight each by 1/t: the
+            # masked-diffusion weighting, with the block's total weight fixed at n -- far less
+            # variance than Bernoulli(t) masking, whose rare small-t draws carry weights ~1/t.
+            k = int(torch.randint(1, n + 1, (), generator=g))
+            for i in torch.randperm(n, generator=g)[:k].tolist():
+                j = lo + i - b0 * BLOCK
+                targets[j] = noisy[j]
+                weights[j] = n / k
+                noisy[j] = enc.mask
+        n_answer += N - P
+        ids_rows.append(full[:clean_len] + noisy)
+        pos_rows.append(list(range(clean_len)) + list(range(b0 * BLOCK, N)))
+        tgt_rows.append([-100] * clean_len + targets)
+        w_rows.append([0.0] * clean_len + weights)
+        kinds.append((clean_len, len(noisy)))
+
+    ids = _pad(ids_rows, enc.eos)
+    T = ids.shape[1]
+    allowed = torch.zeros(len(samples), T, T, dtype=torch.bool)
+    for r, (clean_len, n_noisy) in enumerate(kinds):
+        pos = torch.tensor(pos_rows[r])
+        blk = pos // BLOCK  # [t]
+        is_noisy = torch.arange(len(pos)) >= clean_len
+        qb, kb = blk[:, None], blk[None, :]
+        qn, kn = is_noisy[:, None], is_noisy[None, :]
+        a = (~qn & ~kn & (kb <= qb)) | (qn & ~kn & (kb < qb)) | (qn & kn & (kb == qb))
+        allowed[r, : len(pos), : len(pos)] = a
+    # Padding rows attend to themselves only (keeps softmax finite; they carry no loss).
+    idx = torch.arange(T)
+    allowed[:, idx, idx] = True
+    w = torch.zeros(len(samples), T)
+    for r, row in enumerate(w_rows):
+        w[r, : len(row)] = torch.tensor(row)
+    return Batch(ids, _pad(pos_rows, 0), allowed, _pad(tgt_rows, -100), w, n_answer)
+
+
+def ar_batch(samples: list[tuple[list[int], list[int]]], enc: Encoder) -> Batch:
+    ids_rows, tgt_rows = [], []
+    n_answer = 0
+    for prompt, answer in samples:
+        seq = prompt + answer
+        ids_rows.append(seq[:-1])
+        tgt_rows.append([-100] * (len(prompt) - 1) + answer)
+        n_answer += len(answer)
+    ids = _pad(ids_rows, enc.eos)
+    B, T = ids.shape
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    targets = _pad(tgt_rows, -100)
+    return Batch(
+        ids, torch.arange(T).expand(B, T).contiguous(), causal.expand(B, T, T),
+        targets, (targets != -100).float(), n_answer,
+    )
+
+
+def _bucketed(
+    stream: Iterator[Example], enc: Encoder, batch_size: int, rng: random.Random, pool: int = 8
+) -> Iterator[list[tuple[list[int], list[int]]]]:
+    """Batches of similar length (less padding): draw `pool` batches' worth, sort, shuffle."""
+    while True:
+        samples = [(enc.prompt_ids(e), enc.answer_ids(e)) for e in (next(stream) for _ in range(pool * batch_size))]
+        samples.sort(key=lambda s: len(s[0]) + len(s[1]))
+        chunks = [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]
+        rng.shuffle(chunks)
+        yield from chunks
+
+
+def arch_config(objective: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as d:
+        vocab = write_tokenizer(Path(d))
+    overrides = dict(TRAINED_TOY_ARCH)
+    if objective == "ar":
+        overrides.update(AR_TWIN_ARCH)
+    return build_config(vocab, overrides)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from sglang_llada.toy.torch_model import ToyLLaDA2
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    config = arch_config(cfg.objective)
+    model = ToyLLaDA2(config)
+    enc = Encoder()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embeddings" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embeddings" not in n)]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.98),
+    )
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    stream: Iterator[Example] = train_stream(cfg.seed)
+    losses: list[float] = []
+    t0 = time.time()
+    bar = tqdm(range(cfg.steps), desc=f"train {cfg.objective}", disable=not progress, file=sys.stderr)
+    batches = _bucketed(stream, enc, cfg.batch_size, random.Random(cfg.seed + 2))
+    for step in bar:
+        samples = next(batches)
+        diffusion = cfg.objective == "diffusion" and step >= cfg.ar_steps
+        batch = diffusion_batch(samples, enc, g) if diffusion else ar_batch(samples, enc)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        logits = model(batch.ids, batch.positions, batch.allowed)  # [B, T, V]
+        ce = F.cross_entropy(
+            logits.flatten(0, 1), batch.targets.flatten(), ignore_index=-100, reduction="none"
+        )
+        loss = (ce * batch.weights.flatten()).sum() / batch.n_answer_tokens
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        model.update_expert_bias(cfg.expert_bias_rate)
+        losses.append(float(loss.detach()))
+        if step % 10 == 0 or step == cfg.steps - 1:
+            bar.set_postfix(stage="diffusion" if diffusion else "ar", loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+
+    tensors = model.export_state()
+    write_checkpoint(out_dir, config, tensors)
+    if cfg.objective == "ar":
+        (Path(out_dir) / "configuration_bailing_moe_v2.py").write_text(AR_TWIN_CONFIG_CODE)
+    summary = {
+        "objective": cfg.objective,
+        "train_config": cfg.__dict__,
+        "final_loss_avg50": sum(losses[-50:]) / len(losses[-50:]),
+        "train_seconds": round(time.time() - t0, 1),
+        "parameters": sum(t.numel() for t in tensors.values()),
+        "torch": torch.__version__,
+    }
+    (Path(out_dir) / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--objective", choices=("diffusion", "ar"), default="diffusion")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    d = TrainConfig()
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--ar-steps", type=int, default=d.ar_steps, help="diffusion: next-token steps first")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--threads", type=int, default=d.threads)
+    a = p.parse_args(argv)
+    cfg = TrainConfig(
+        objective=a.objective, seed=a.seed, steps=a.steps, ar_steps=a.ar_steps,
+        batch_size=a.batch_size, lr=a.lr, threads=a.threads,
+    )
+    summary = train(cfg, Path(a.out))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

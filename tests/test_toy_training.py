@@ -1,0 +1,148 @@
+"""The toy task suite and the training script: data, masks, export (fast, no server)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sglang_llada.toy import tasks
+from sglang_llada.toy.train import BLOCK, Encoder, TrainConfig, ar_batch, diffusion_batch, train
+
+
+@pytest.fixture(scope="module")
+def enc() -> Encoder:
+    return Encoder()
+
+
+def test_heldout_is_balanced_deterministic_and_disjoint_from_training() -> None:
+    held = tasks.heldout_split()
+    assert len(held) == tasks.HELDOUT_PER_TASK * len(tasks.TASK_NAMES)
+    assert held == tasks.heldout_split()
+    counts = {t: sum(e.task == t for e in held) for t in tasks.TASK_NAMES}
+    assert set(counts.values()) == {tasks.HELDOUT_PER_TASK}
+    prompts = {e.prompt for e in held}
+    assert len(prompts) == len(held)
+    train = list(itertools.islice(tasks.train_stream(0), 3000))
+    assert not prompts & {e.prompt for e in train}
+    assert train[:50] == list(itertools.islice(tasks.train_stream(0), 50))
+
+
+def test_answers_are_right() -> None:
+    for ex in tasks.heldout_split():
+        body = ex.prompt.split(": ", 1)[1]
+        if ex.task == "add":
+            a, b = body.split("+")
+            assert int(ex.answer) == int(a) + int(b)
+        elif ex.task == "sort":
+            assert ex.answer.split() == sorted(body.split())
+        elif ex.task == "reverse":
+            assert ex.answer == body[::-1]
+        elif ex.task == "upper":
+            assert ex.answer == body.upper()
+        elif ex.task == "copy":
+            assert ex.answer == body
+        elif ex.task == "repeat":
+            n = int(ex.prompt.split()[1])
+            assert ex.answer == body * n
+    first = tasks.heldout_split()[0]
+    assert tasks.is_correct(first, f"  {first.answer}\n")
+    assert not tasks.is_correct(first, first.answer + "x")
+
+
+def test_answers_span_one_to_four_blocks(enc: Encoder) -> None:
+    spans = set()
+    for ex in tasks.heldout_split():
+        P = len(enc.prompt_ids(ex))
+        end = P + len(enc.answer_ids(ex))
+        spans.add(-(-end // BLOCK) - P // BLOCK)
+    assert spans == {1, 2, 3, 4}
+
+
+def test_diffusion_batch_masks(enc: Encoder) -> None:
+    """Noisy blocks see clean earlier blocks and themselves; prompts are never masked."""
+    exs = list(itertools.islice(tasks.train_stream(3), 4))
+    samples = [(enc.prompt_ids(e), enc.answer_ids(e)) for e in exs]
+    b = diffusion_batch(samples, enc, torch.Generator().manual_seed(0))
+    for r, (prompt, answer) in enumerate(samples):
+        P = len(prompt)
+        N = -(-(P + len(answer)) // BLOCK) * BLOCK
+        clean = N - BLOCK
+        pos = b.positions[r]
+        noisy_idx = torch.arange(clean, clean + N - (P // BLOCK) * BLOCK)
+        assert pos[:clean].tolist() == list(range(clean))
+        assert pos[noisy_idx].tolist() == list(range((P // BLOCK) * BLOCK, N))
+        masked = b.ids[r, noisy_idx] == enc.mask
+        assert masked.any()
+        assert not masked[pos[noisy_idx] < P].any(), "a prompt position was masked"
+        assert (b.targets[r, noisy_idx][masked] != -100).all()
+        assert (b.weights[r, noisy_idx][masked] >= 1.0).all()
+        for q in noisy_idx.tolist():
+            keys = b.allowed[r, q].nonzero().flatten()
+            qb = int(pos[q]) // BLOCK
+            for k in keys.tolist():
+                kb = int(pos[k]) // BLOCK
+                assert (k < clean and kb < qb) or (k >= clean and kb == qb)
+        # The clean copy is block-causal and carries no loss.
+        assert (b.targets[r, :clean] == -100).all()
+        q = clean - 1
+        assert b.allowed[r, q, :clean].sum() == clean
+
+
+def test_ar_batch_is_causal_next_token(enc: Encoder) -> None:
+    ex = next(tasks.train_stream(1))
+    prompt, answer = enc.prompt_ids(ex), enc.answer_ids(ex)
+    b = ar_batch([(prompt, answer)], enc)
+    tgt = b.targets[0]
+    assert tgt[tgt != -100].tolist() == answer
+    assert b.allowed[0].equal(torch.ones_like(b.allowed[0]).tril())
+
+
+@pytest.mark.parametrize("objective", ["diffusion", "ar"])
+def test_training_is_seeded_and_exports_a_loadable_checkpoint(objective: str, tmp_path: Path) -> None:
+    """Two 3-step runs give the same bytes; the export loads into the independent reference."""
+    from reference_llada2 import load_reference
+    from safetensors.torch import load_file
+
+    cfg = TrainConfig(objective=objective, steps=3, batch_size=4, threads=1)
+    train(cfg, tmp_path / "a", progress=False)
+    train(cfg, tmp_path / "b", progress=False)
+    wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    if objective == "ar":
+        assert config["architectures"] == ["BailingMoeV2ForCausalLM"]
+        assert (tmp_path / "a" / "configuration_bailing_moe_v2.py").exists()
+        config = dict(config, architectures=["LLaDA2MoeModelLM"])
+        (tmp_path / "a" / "config.json").write_text(json.dumps(config))
+    load_reference(tmp_path / "a")  # strict: every tensor present, named and shaped right
+
+
+def test_training_model_matches_the_reference_architecture(tmp_path: Path) -> None:
+    """The module we train computes what the served architecture computes (reference logits)."""
+    from reference_llada2 import block_causal_mask, load_reference
+
+    from sglang_llada.toy.torch_model import ToyLLaDA2
+    from sglang_llada.toy.train import arch_config
+
+    torch.manual_seed(0)
+    model = ToyLLaDA2(arch_config("diffusion"))
+    with torch.no_grad():  # non-trivial norms and expert biases, so each must be wired right
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+        for layer in model.layers:
+            if hasattr(layer.mlp, "gate"):
+                layer.mlp.gate.expert_bias.normal_(0, 0.1)
+    from sglang_llada.toy.checkpoint import write_checkpoint
+
+    write_checkpoint(tmp_path, model.cfg, model.export_state())
+    ref = load_reference(tmp_path)
+    ids = torch.randint(0, 256, (75,))
+    T = ids.shape[0]
+    with torch.no_grad():
+        ours = model(ids[None], torch.arange(T)[None], block_causal_mask(T, BLOCK)[None])[0]
+    torch.testing.assert_close(ours, ref.forward(ids, BLOCK), rtol=1e-4, atol=1e-4)
