@@ -61,21 +61,28 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="checkpoint to serve (default: the embedded trained toy LLaDA2)",
+        help="checkpoint to serve (default: the embedded toy LLaDA2)",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=30000)
 
 
 def _default_model_dir() -> str:
-    from sglang_llada.toy import TRAINED_TOY_DIR
+    import os
+    from pathlib import Path
 
-    if not (TRAINED_TOY_DIR / "config.json").exists():
-        raise SystemExit(
-            f"sglang-llada: the embedded model is missing from {TRAINED_TOY_DIR}; reinstall the "
-            "package, or pass --model PATH"
-        )
-    return str(TRAINED_TOY_DIR)
+    from sglang_llada.toy import TRAINED_TOY_DIR
+    from sglang_llada.toy.checkpoint import write_tiny_checkpoint
+
+    if (TRAINED_TOY_DIR / "config.json").exists():
+        return str(TRAINED_TOY_DIR)
+    # No trained toy in this build yet: serve the seed-0 random toy, written once to the cache.
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sglang-llada"
+    target = cache / "tiny-llada2-seed0"
+    if not (target / "config.json").exists():
+        write_tiny_checkpoint(target, seed=0)
+    print("sglang-llada: no trained toy is shipped in this build; serving the random-weight toy")
+    return str(target)
 
 
 def _serve(args: argparse.Namespace, passthrough: list[str]) -> int:

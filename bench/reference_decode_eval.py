@@ -1,0 +1,34 @@
+"""Score a toy checkpoint on the held-out split with the pure-torch reference decoder (no server).
+
+    .venv/bin/python bench/reference_decode_eval.py CKPT_DIR THRESHOLD [THREADS] [PER_TASK]
+
+A quick look at a training run before serving it: greedy block diffusion (block 32) with the
+given confidence threshold (1.0 = one token per forward), exact match per task, and TPF.
+"""
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_llada2 import generate_reference_with_stats, load_reference  # noqa: E402
+
+from sglang_llada.toy.tasks import heldout_split, is_correct  # noqa: E402
+from sglang_llada.toy.train import Encoder  # noqa: E402
+
+torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 2)
+d, thr = sys.argv[1], float(sys.argv[2])
+m, enc = load_reference(d), Encoder()
+res: dict[str, list[bool]] = {}
+fw = toks = 0
+for ex in heldout_split(per_task=int(sys.argv[4]) if len(sys.argv) > 4 else 8):
+    r = generate_reference_with_stats(m, enc.prompt_ids(ex), 140, mask_id=enc.mask, threshold=thr, eos_ids={enc.eos})
+    out = enc.tok.decode(r.tokens, skip_special_tokens=True)
+    ok = is_correct(ex, out)
+    res.setdefault(ex.task, []).append(ok)
+    fw += r.num_forwards
+    toks += len(r.tokens)
+    if not ok and len(res[ex.task]) <= 2:
+        print(ex.task, repr(ex.answer), "->", repr(out))
+total = sum(len(v) for v in res.values())
+print({k: sum(v) / len(v) for k, v in res.items()}, "all", sum(sum(v) for v in res.values()) / total, "tpf", toks / fw)

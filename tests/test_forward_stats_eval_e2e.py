@@ -1,0 +1,104 @@
+"""`sglang-llada serve`, forward counts in `meta_info`, `sglang-llada eval`, and the AR twin format,
+through real servers (CPU).
+
+The model here is the default of `sglang-llada serve` (the random-weight toy until a trained toy
+ships), so these tests check plumbing and counts, not answer quality.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+from sglang_llada.eval import render_prompts
+from sglang_llada.server_process import Server, generate, launch
+from sglang_llada.toy.tasks import heldout_split
+
+
+@pytest.fixture(scope="module")
+def cli_server(tmp_path_factory, neutral_dir: Path) -> Iterator[Server]:
+    """README's serve command: `sglang-llada serve` (embedded model, no SGLang flags)."""
+    log = tmp_path_factory.mktemp("logs") / "cli.log"
+    server = launch(None, [], neutral_dir, log, via_cli=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _eval_json(url: str, *extra: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "sglang_llada", "eval", "--url", url, "--json", *extra],
+        check=True, capture_output=True, text=True, timeout=600,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_serve_prints_url_and_an_example(cli_server: Server) -> None:
+    log = cli_server.log()
+    assert "sglang-llada: serving " in log and " at http://127.0.0.1:" in log
+    assert "/v1/chat/completions" in log  # the example request
+    assert "sglang-llada plugin active" in log
+
+
+def test_meta_info_reports_forwards(cli_server: Server) -> None:
+    prompt = render_prompts([heldout_split()[0]])[0]
+    out = generate(cli_server.url, {"text": prompt, "sampling_params": {"max_new_tokens": 40, "temperature": 0}})
+    meta = out["meta_info"]
+    n_prompt, n_out = meta["prompt_tokens"], meta["completion_tokens"]
+    blocks = -(-(n_prompt + n_out) // 32) - n_prompt // 32  # blocks that were denoised
+    # Each denoised block: at least one committing forward and the one that stores its KV; at
+    # most one forward per position plus that one.
+    assert 2 * blocks <= meta["dllm_forwards"] <= 33 * blocks
+    # SGLang 0.5.23 encodes full prompt blocks one forward each, before denoising.
+    assert meta["dllm_prefill_forwards"] == n_prompt // 32
+    assert meta["dllm_tokens_per_forward"] == pytest.approx(n_out / meta["dllm_forwards"], abs=1e-3)
+
+
+def test_streaming_chunks_carry_forwards_so_far(cli_server: Server) -> None:
+    payload = {
+        "text": render_prompts([heldout_split()[1]])[0], "stream": True,
+        "sampling_params": {"max_new_tokens": 40, "temperature": 0},
+    }
+    counts = []
+    with requests.post(cli_server.url + "/generate", json=payload, stream=True, timeout=300) as r:
+        for line in r.iter_lines():
+            if line.startswith(b"data: ") and line != b"data: [DONE]":
+                meta = json.loads(line[6:])["meta_info"]
+                assert not any(k.startswith("sglang_llada") for k in meta), "internal field leaked"
+                counts.append(meta["dllm_forwards"])
+    assert len(counts) >= 2 and counts == sorted(counts) and counts[-1] > counts[0]
+
+
+def test_eval_command_json(cli_server: Server) -> None:
+    s = _eval_json(cli_server.url, "--limit", "6", "--concurrency", "2", "--max-new-tokens", "24")
+    assert s["n"] == 6
+    assert {"accuracy", "tpf", "output_tokens_per_s", "n", "accuracy_per_task", "latency_s"} <= s.keys()
+    assert 0.0 <= s["accuracy"] <= 1.0
+    assert s["tpf"] > 0 and s["output_tokens_per_s"] > 0
+    assert s["completion_tokens"] / s["forwards"] == pytest.approx(s["tpf"])
+
+
+def test_ar_twin_format_serves_autoregressively(tmp_path, neutral_dir: Path) -> None:
+    """The training script's AR checkpoint is served by SGLang's in-tree Bailing MoE V2 class;
+    eval works against it and reports no diffusion forwards."""
+    from sglang_llada.toy.train import TrainConfig, train
+
+    twin = tmp_path / "ar-twin"
+    train(TrainConfig(objective="ar", steps=1, batch_size=2, threads=1), twin, progress=False)
+    server = launch(twin, ["--trust-remote-code"], neutral_dir, tmp_path / "ar.log")
+    try:
+        info = requests.get(server.url + "/model_info", timeout=10).json()
+        assert "sglang-llada plugin active" not in server.log()  # not a LLaDA2 checkpoint
+        s = _eval_json(server.url, "--limit", "4", "--max-new-tokens", "16")
+        assert s["n"] == 4 and s["tpf"] is None and s["forwards"] is None
+        assert s["completion_tokens"] > 0
+        assert info["model_path"] == str(twin)
+    finally:
+        server.stop()
