@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/threshold_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
     header = (
         f"# Threshold sweep: {args.model.name}, split {args.split}\n\n"
-        f"Command: `{command.strip()}` ({time.time() - t0:.0f} s, CPU, 2 cores). Each point: a fresh "
+        f"Command: `{command.strip()}` ({time.time() - t0:.0f} s, {os.cpu_count()} CPU cores). Each point: a fresh "
         f"server, LowConfidence with that threshold, --max-running-requests "
         f"{args.max_running_requests}, eval concurrency {args.concurrency}. 1.0 = one token per forward."
     )

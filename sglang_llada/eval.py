@@ -33,16 +33,9 @@ class Outcome:
 
 def render_prompts(examples: list[Example]) -> list[str]:
     """The chat-templated prompt text of each example (the toy tokenizer's LLaDA2 template)."""
-    import tempfile
-    from pathlib import Path
+    from sglang_llada.toy.tokenizer import load_tokenizer
 
-    from transformers import AutoTokenizer
-
-    from sglang_llada.toy.tokenizer import write_tokenizer
-
-    with tempfile.TemporaryDirectory() as d:
-        write_tokenizer(Path(d))
-        tok = AutoTokenizer.from_pretrained(d)
+    tok = load_tokenizer()
     return [
         tok.apply_chat_template([{"role": "user", "content": ex.prompt}], tokenize=False, add_generation_prompt=True)
         for ex in examples

@@ -72,12 +72,8 @@ class _CountingRunner:
 def _run_around(original: Callable[..., Any], self: Any, model_runner: Any, *args: Any, **kwargs: Any) -> Any:
     counting = _CountingRunner(model_runner)
     out = original(self, counting, *args, **kwargs)
-    logits_output = out[0]
-    if logits_output is not None and not isinstance(logits_output, tuple):
-        try:
-            setattr(logits_output, _COUNT_ATTR, counting.forwards)
-        except AttributeError:  # a tensor-only output: nothing to report
-            pass
+    if out[0] is not None:  # LogitsProcessorOutput (or a tensor): both take an attribute
+        setattr(out[0], _COUNT_ATTR, counting.forwards)
     return out
 
 

@@ -52,8 +52,8 @@ TOY_ARCH: dict[str, Any] = {
     "dtype": "float32",
 }
 
-# The trained toy (shipped in the package, served by `sglang-llada serve`): TOY_ARCH widened
-# and deepened until the task suite is learnable in under 30 minutes of 2-core CPU training.
+# The toy to be trained (train.py) and shipped as the default of `sglang-llada serve`: TOY_ARCH
+# widened and deepened for the task suite. Not yet shown to learn it (docs/toy-model.md).
 TRAINED_TOY_ARCH: dict[str, Any] = {
     "hidden_size": 128,
     "num_hidden_layers": 4,  # layer 0 dense, layers 1-3 MoE

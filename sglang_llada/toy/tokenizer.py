@@ -135,6 +135,17 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def load_tokenizer() -> Any:
+    """The toy tokenizer as a transformers tokenizer (chat template included)."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as d:
+        write_tokenizer(Path(d))
+        return AutoTokenizer.from_pretrained(d)
+
+
 def write_tokenizer(out_dir: Path) -> int:
     """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json; return vocab size."""
     out_dir = Path(out_dir)

@@ -35,7 +35,6 @@ import json
 import math
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ import torch.nn.functional as F
 from sglang_llada.toy.checkpoint import build_config, write_checkpoint
 from sglang_llada.toy.config import AR_TWIN_ARCH, AR_TWIN_CONFIG_CODE, TRAINED_TOY_ARCH
 from sglang_llada.toy.tasks import Example, train_stream
-from sglang_llada.toy.tokenizer import write_tokenizer
+from sglang_llada.toy.tokenizer import load_tokenizer, vocab_size
 
 BLOCK = 32
 
@@ -74,11 +73,7 @@ class Encoder:
     """Chat-templated prompt ids and answer ids, with the toy tokenizer."""
 
     def __init__(self) -> None:
-        from transformers import AutoTokenizer
-
-        with tempfile.TemporaryDirectory() as d:
-            write_tokenizer(Path(d))
-            self.tok = AutoTokenizer.from_pretrained(d)
+        self.tok = load_tokenizer()
         self.eos = int(self.tok.eos_token_id)
         self.mask = int(self.tok.convert_tokens_to_ids("<|mask|>"))
 
@@ -190,12 +185,10 @@ def _bucketed(
 
 
 def arch_config(objective: str) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as d:
-        vocab = write_tokenizer(Path(d))
     overrides = dict(TRAINED_TOY_ARCH)
     if objective == "ar":
         overrides.update(AR_TWIN_ARCH)
-    return build_config(vocab, overrides)
+    return build_config(vocab_size(), overrides)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
