@@ -1,0 +1,47 @@
+"""Our dLLM decoding algorithms, selectable with `--dllm-algorithm NAME` once `register()` ran.
+
+| name               | class                        | knobs (`--dllm-algorithm-config` YAML)          |
+|--------------------|------------------------------|-------------------------------------------------|
+| `llada2_threshold` | `unmask.ThresholdAlgorithm`  | threshold (0.95)                                |
+| `llada2_static`    | `unmask.StaticAlgorithm`     | tokens_per_step (2)                             |
+| `llada2_factor`    | `unmask.FactorAlgorithm`     | factor (1.0)                                    |
+| `llada2_edit`      | `edit.EditAlgorithm`         | threshold (0.95), edit_threshold (0.9), max_edit_steps (4) |
+
+Every algorithm also takes `sampling: greedy` (default) or `sampling: request` (honour each
+request's temperature / top-k / top-p; see sampling.py), and ignores SGLang's own keys
+(`block_size`, `capture_input_preparation`). Unknown keys and out-of-range values raise ValueError
+when the algorithm is built.
+
+Why `register()` imports lazily: SGLang looks algorithms up by name in
+`sglang.srt.dllm.algorithm.algo_name_to_cls` (filled at import from its own package, keyed by
+class name). Adding ours means importing that package, which imports SGLang's model runner (tens
+of seconds of imports on a slow CPU); so this module stays import-light and the import happens only
+when `register()` is called. `CLASS_PATHS` lets a caller resolve a name without registering.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> "module:Class", resolved on demand
+CLASS_PATHS: dict[str, str] = {
+    "llada2_threshold": "sglang_llada.algorithms.unmask:ThresholdAlgorithm",
+    "llada2_static": "sglang_llada.algorithms.unmask:StaticAlgorithm",
+    "llada2_factor": "sglang_llada.algorithms.unmask:FactorAlgorithm",
+    "llada2_edit": "sglang_llada.algorithms.edit:EditAlgorithm",
+}
+
+
+def algorithm_class(name: str) -> Any:
+    """The class registered under `name` (imports its module)."""
+    module, cls = CLASS_PATHS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def register() -> None:
+    """Adds our algorithms to SGLang's `algo_name_to_cls` (idempotent; call it in every process)."""
+    from sglang.srt.dllm.algorithm import algo_name_to_cls
+
+    for name in CLASS_PATHS:
+        algo_name_to_cls[name] = algorithm_class(name)

@@ -1,0 +1,167 @@
+"""`llada2_edit`: LLaDA2.1 token editing (mask-to-token plus token-to-token re-decoding).
+
+Why this exists: LLaDA2.1 checkpoints are trained to revise tokens they already wrote. Each step:
+
+* M2T (mask to token): as `llada2_threshold` -- masked positions with confidence >= `threshold`
+  (default 0.95), else the most confident one;
+* T2T (token to token): every already-written, non-prompt position of the block whose predicted
+  token differs from the current one with probability >= `edit_threshold` (default 0.9) is
+  overwritten by it, in the same step;
+* once no mask is left, up to `max_edit_steps` (default 4) further steps are spent on T2T only;
+  the block is done at the first step that changes nothing, or when that budget is exhausted.
+  `max_edit_steps: 0` makes the algorithm end blocks exactly when `llada2_threshold` does.
+
+Reference semantics: the LLaDA2.1 `generate` loop (mirrored by the `dllm` package's
+`LLaDA21Sampler`: editing_threshold, max_post_steps) and SGLang 0.5.23's in-tree `JointThreshold`
+(sglang/srt/dllm/algorithm/joint_threshold.py), whose bookkeeping this follows step for step:
+`post_edit_steps` is bumped on each step that starts with no mask, and the step that takes it past
+the cap finishes the block without writing. Differences: both thresholds compare with `>=` (the
+kernels' contract; JointThreshold and the reference use `>`), the defaults are those above
+(JointThreshold: threshold 0.5, edit_threshold 0, max_post_edit_steps 16), no repetition penalty
+(`penalty_lambda`), and the step runs on our kernels without a host sync except the done list. As in
+both references, T2T uses the same draw as M2T (the argmax when greedy, the sampled token with
+`sampling: request`) and may write any token id, the mask id included.
+
+`done` is reported only after a forward that saw the block's final tokens (a step that changed
+nothing, or the one that hits the cap), so the KV cache holds the final block (see base.py).
+
+Per-request state, and what SGLang 0.5.23 offers for it: `init_step_state(fb)` is the only hook;
+SGLang calls it once per `run` in synchronous mode (before the first forward, when `fb.input_ids`
+still holds the prompt tail and masks -- that is where the prompt positions of the block are
+recorded) and, in FDFO mode, uses its i-th entry for rows that carry no state. This is enough:
+
+* synchronous mode: one `EditRows` (batched [B] / [B, S] device tensors) shared by the B states,
+  advanced in place, no per-step gathering;
+* FDFO mode: a batch mixes requests whose states come from different rounds; the step gathers their
+  rows into a fresh `EditRows` (B small device copies, no host sync) and re-points the states at it.
+
+What the 0.5.23 hook surface does NOT give (so not done here):
+
+* no hook when a request leaves the batch (retraction, abort): a carried FDFO state simply goes
+  away with the request, which is fine because it owns nothing else;
+* the prompt positions come from `dllm_prompt_mask` when SGLang sets it (literal mask ids among
+  committed tokens), else from "not a mask when the state is created" (`DllmAlgorithm._prompt_mask`);
+  a request whose FDFO state were lost mid-block (state dropped, block kept) would get a fresh
+  state from its partly decoded block, count the tokens it already committed as prompt and never
+  edit them (a quality loss, not an error);
+* edits of tokens of EARLIER blocks are impossible: their KV is already cached and their text
+  already streamed; LLaDA2.1 only edits inside the current block, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, List, Sequence
+
+import torch
+from sglang.srt.dllm.config import DllmConfig
+
+from sglang_llada.algorithms.base import LladaAlgorithm, done_list
+from sglang_llada.algorithms.knobs import Knob
+from sglang_llada.kernels.confidence import confidence
+from sglang_llada.kernels.select_commit import select_commit
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class EditRows:
+    """Batched per-request state on the device."""
+
+    prompt: Tensor  # [B, S] bool: prompt positions of the block, never edited
+    edit_steps: Tensor  # [B] int32: steps that started with no mask left
+    finished: Tensor  # [B] bool
+
+
+@dataclass
+class EditState:
+    """One request's state: row `index` of a shared `EditRows` (what SGLang carries per request)."""
+
+    rows: EditRows
+    index: int
+
+
+def gather_rows(states: Sequence[EditState]) -> EditRows:
+    """The states' rows as one batch, in order; re-points the states at it (FDFO mixes rounds)."""
+    first = states[0].rows
+    if first.finished.shape[0] == len(states) and all(
+        st.rows is first and st.index == i for i, st in enumerate(states)
+    ):
+        return first  # synchronous mode: the rows init_step_state built, already in batch order
+    rows = EditRows(
+        prompt=torch.stack([st.rows.prompt[st.index] for st in states]),
+        edit_steps=torch.stack([st.rows.edit_steps[st.index] for st in states]),
+        finished=torch.stack([st.rows.finished[st.index] for st in states]),
+    )
+    for i, st in enumerate(states):
+        st.rows, st.index = rows, i
+    return rows
+
+
+class EditAlgorithm(LladaAlgorithm):
+    """LLaDA2.1 M2T + T2T editing (see the module docstring)."""
+
+    NAME: ClassVar[str] = "llada2_edit"
+    KNOBS: ClassVar[Sequence[Knob]] = (
+        Knob("threshold", 0.95, float, 0.0, 1.0),
+        Knob("edit_threshold", 0.9, float, 0.0, 1.0),
+        Knob("max_edit_steps", 4, int, 0, None),
+    )
+
+    def __init__(self, config: DllmConfig):
+        super().__init__(config)
+        self.threshold = float(self.knobs["threshold"])
+        self.edit_threshold = float(self.knobs["edit_threshold"])
+        self.max_edit_steps = int(self.knobs["max_edit_steps"])
+
+    def max_steps(self, block_size: int) -> int:
+        # block_size M2T steps at most, the edit budget, and the step that reports done
+        return block_size + self.max_edit_steps + 1
+
+    def init_step_state(self, forward_batch: Any) -> List[Any]:
+        b = forward_batch.batch_size
+        device = forward_batch.input_ids.device
+        rows = EditRows(
+            prompt=self._prompt_mask(forward_batch).reshape(b, self.block_size).clone(),
+            edit_steps=torch.zeros(b, dtype=torch.int32, device=device),
+            finished=torch.zeros(b, dtype=torch.bool, device=device),
+        )
+        return [EditState(rows, i) for i in range(b)]
+
+    def step(self, forward_batch: Any, full_logits: Tensor, states: List[Any]) -> List[bool]:
+        b, s = forward_batch.batch_size, self.block_size
+        rows = gather_rows(states)
+        ids = forward_batch.input_ids.view(b, s)  # shares storage: writes go to input_ids
+        masked = (ids == self.mask_id) & ~rows.prompt  # [B, S]
+        n_masked = masked.sum(dim=1)  # [B]
+        eligible = self._advance_budget(rows, n_masked)  # [B]
+        live = ~rows.prompt & eligible[:, None]  # [B, S]: positions scored this step
+
+        salt = n_masked + (s + 1) * rows.edit_steps.to(torch.int64)  # distinct per step of a block
+        token, prob = confidence(full_logits, live.reshape(-1), **self.sampling(forward_batch, salt))
+        token2, prob2 = token.view(b, s), prob.view(b, s)
+
+        edit = live & ~masked & (prob2 >= self.edit_threshold) & (token2 != ids)  # T2T [B, S]
+        m2t = (masked & eligible[:, None]).reshape(-1)
+        _, n_commit, _ = select_commit(
+            forward_batch.input_ids,
+            token,
+            prob,
+            m2t,
+            self.block_vector(forward_batch, self.threshold, torch.float32),
+            self.block_vector(forward_batch, 1, torch.int32),
+            s,
+        )
+        ids.copy_(torch.where(edit, token2, ids))  # T2T positions are disjoint from M2T ones
+        changed = (n_commit > 0) | edit.any(dim=1)
+        rows.finished |= eligible & ~changed  # this forward saw the final block
+        return done_list(rows.finished)
+
+    def _advance_budget(self, rows: EditRows, n_masked: Tensor) -> Tensor:
+        """Counts the edit-only steps; finishes blocks over budget. -> [B] bool rows still working."""
+        active = ~rows.finished
+        idle = active & (n_masked == 0)  # no mask left: an edit-only step
+        rows.edit_steps += idle.to(torch.int32)
+        exhausted = idle & (rows.edit_steps > self.max_edit_steps)
+        rows.finished |= exhausted
+        return active & ~exhausted

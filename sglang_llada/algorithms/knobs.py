@@ -1,0 +1,89 @@
+"""The knobs of our decoding algorithms, read from `--dllm-algorithm-config` and checked up front.
+
+Why this exists: SGLang 0.5.23 hands an algorithm `config.algorithm_config`, the raw mapping loaded
+from the YAML file of `--dllm-algorithm-config` (an empty dict without the flag), and its in-tree
+algorithms read it with `.get(name, default)`: a typo (`treshold: 0.9`) or an out-of-range value
+(`threshold: 9`) is silently ignored or silently changes the decoding. Our algorithms instead
+validate every key when the scheduler builds them (server start-up), so a bad file fails with a
+`ValueError` that names the algorithm, the knob, the allowed range and the value found.
+
+Keys that SGLang itself reads from the same file (`block_size` in `DllmConfig.from_server_args`,
+`capture_input_preparation`) are accepted and left to SGLang.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence, Union
+
+# Keys of the YAML mapping consumed by SGLang's DllmConfig, not by the algorithm.
+SGLANG_KEYS = frozenset({"block_size", "capture_input_preparation"})
+
+Value = Union[int, float, str]
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One configuration key: its default, its type and its allowed range (bounds inclusive unless open)."""
+
+    name: str
+    default: Value
+    kind: type  # int, float or str
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    choices: tuple[str, ...] = ()
+
+    def allowed(self) -> str:
+        """The allowed values in words, for error messages."""
+        if self.kind is str:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        noun = "an integer" if self.kind is int else "a number"
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "inf" if self.high is None else f"{self.high:g}"
+        left = "(" if self.low_open or self.low is None else "["
+        right = ")" if self.high is None else "]"
+        return f"{noun} in {left}{lo}, {hi}{right}"
+
+    def check(self, value: Any, algorithm: str) -> Value:
+        """`value` converted to the knob's type, or a ValueError naming the knob and its range."""
+        if not self._valid(value):
+            raise ValueError(
+                f"dLLM algorithm {algorithm}: `{self.name}` must be {self.allowed()}, got {value!r} "
+                "(set it in the YAML file passed by --dllm-algorithm-config)"
+            )
+        return self.kind(value)
+
+    def _valid(self, value: Any) -> bool:
+        if self.kind is str:
+            return isinstance(value, str) and value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False  # YAML `true` is an int to Python; strings are never coerced
+        if self.kind is int and not isinstance(value, int):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or value <= self.high
+
+
+# Shared by every algorithm: greedy decoding (the LLaDA2 reference default) unless asked otherwise.
+SAMPLING = Knob("sampling", "greedy", str, choices=("greedy", "request"))
+
+
+def read_knobs(config: Optional[Mapping[str, Any]], knobs: Sequence[Knob], algorithm: str) -> dict[str, Value]:
+    """{knob name: validated value} from `config.algorithm_config`; defaults for absent keys.
+
+    Unknown keys are an error (a misspelt knob would otherwise be ignored without a word).
+    """
+    config = {} if config is None else config
+    if not isinstance(config, Mapping):
+        raise ValueError(f"dLLM algorithm {algorithm}: --dllm-algorithm-config must be a YAML mapping")
+    by_name = {k.name: k for k in knobs}
+    unknown = sorted(str(key) for key in config if key not in by_name and key not in SGLANG_KEYS)
+    if unknown:
+        known = ", ".join(sorted(by_name) + sorted(SGLANG_KEYS))
+        raise ValueError(f"dLLM algorithm {algorithm}: unknown key(s) {', '.join(unknown)} (known: {known})")
+    return {k.name: k.check(config.get(k.name, k.default), algorithm) for k in knobs}

@@ -1,0 +1,114 @@
+"""Mask-to-token algorithms: `llada2_threshold`, `llada2_static`, `llada2_factor`.
+
+Why these exist: SGLang 0.5.23's `LowConfidence.step` materialises softmax over [N, V], does a dozen
+small ops and ends with a host sync. These three run every step as two kernels with no host sync
+(`confidence`: token and probability per masked position; `select_commit`: per-block choice and
+in-place write) plus one `.tolist()` of the [B] done flags, which SGLang's loop needs on the host
+(see base.py). They differ only in the per-block `(threshold, k)` handed to `select_commit`, which
+commits the masked positions with prob >= threshold, or, when none passes, the k most confident
+(ties: lower position first):
+
+* `llada2_threshold` (LLaDA2's default; knob `threshold`, default 0.95): threshold, k = 1. Same
+  commits as LowConfidence except at prob == threshold exactly (LowConfidence uses `>`).
+* `llada2_static` (low-confidence schedule with a fixed count; knob `tokens_per_step`, default 2):
+  no threshold (+inf), k = tokens_per_step: the n most confident masked positions each step.
+* `llada2_factor` (knob `factor`, default 1.0): with c_1 >= c_2 >= ... the sorted confidences of the
+  block's masked positions, commit the top n for the largest n with (n + 1) * (1 - c_n) < factor,
+  and at least 1. This is the factor-based parallel decoding rule of Fast-dLLM (Wu et al. 2025,
+  "Fast-dLLM: Training-free Acceleration of Diffusion LLM by Enabling KV Cache and Parallel
+  Decoding", arXiv:2505.22618), which dInfer (github.com/inclusionAI/dInfer) ships as
+  `get_transfer_index_dynamic` in python/dinfer/decoding/parallel_strategy.py: per-rank thresholds
+  1 - factor / (n + 1), the first one forced. Two deliberate differences from that code: the
+  comparison is strict (that code stops at c_n < 1 - f / (n + 1), so it also keeps
+  (n + 1)(1 - c_n) == f); and when only the LAST candidate fails, that code still commits it (its
+  `top_i == len - 1` branch) -- here it is not. Since c_n falls and 1 - f / (n + 1) rises with n,
+  "largest n" is the same as "longest passing prefix".
+
+Sampling: greedy by default; with `sampling: request` each request's temperature / top-k / top-p
+from `forward_batch.sampling_info` (see sampling.py). The noise salt of a step is the block's count
+of masked positions, which falls at every step (each step commits >= 1 position; only a commit of
+the mask id itself, which LowConfidence allows too, would repeat a salt).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, List, Sequence
+
+import torch
+
+from sglang_llada.algorithms.base import LladaAlgorithm, done_list
+from sglang_llada.algorithms.knobs import Knob
+from sglang_llada.kernels.confidence import confidence
+from sglang_llada.kernels.select_commit import select_commit
+
+Tensor = torch.Tensor
+
+NEVER = float("inf")  # a threshold no probability reaches: select_commit falls back to top-k
+
+
+class UnmaskAlgorithm(LladaAlgorithm):
+    """One mask-to-token step; subclasses choose the per-block threshold [B] and count k [B]."""
+
+    def step(self, forward_batch: Any, full_logits: Tensor, states: List[Any]) -> List[bool]:
+        b, s = forward_batch.batch_size, self.block_size
+        masked = self.masked_positions(forward_batch)  # [N]
+        n_masked = masked.view(b, s).sum(dim=1)  # [B]
+        done = n_masked == 0  # [B], before the commit (base.py: the KV of this forward is final)
+        token, prob = confidence(full_logits, masked, **self.sampling(forward_batch, n_masked))
+        threshold, k = self.rule(forward_batch, prob.view(b, s), masked.view(b, s))
+        select_commit(forward_batch.input_ids, token, prob, masked, threshold, k, s)
+        return done_list(done)
+
+    def rule(self, forward_batch: Any, prob: Tensor, masked: Tensor) -> tuple[Tensor, Tensor]:
+        """prob [B, S] fp32 (-inf where not masked), masked [B, S] -> threshold [B] fp32, k [B] int32."""
+        raise NotImplementedError
+
+
+class ThresholdAlgorithm(UnmaskAlgorithm):
+    """Commit masked positions with confidence >= `threshold`, else the most confident one."""
+
+    NAME: ClassVar[str] = "llada2_threshold"
+    KNOBS: ClassVar[Sequence[Knob]] = (Knob("threshold", 0.95, float, 0.0, 1.0),)
+
+    def rule(self, forward_batch: Any, prob: Tensor, masked: Tensor) -> tuple[Tensor, Tensor]:
+        return (
+            self.block_vector(forward_batch, float(self.knobs["threshold"]), torch.float32),
+            self.block_vector(forward_batch, 1, torch.int32),
+        )
+
+
+class StaticAlgorithm(UnmaskAlgorithm):
+    """Commit the `tokens_per_step` most confident masked positions (all that remain if fewer)."""
+
+    NAME: ClassVar[str] = "llada2_static"
+    KNOBS: ClassVar[Sequence[Knob]] = (Knob("tokens_per_step", 2, int, 1, None),)
+
+    def rule(self, forward_batch: Any, prob: Tensor, masked: Tensor) -> tuple[Tensor, Tensor]:
+        return (
+            self.block_vector(forward_batch, NEVER, torch.float32),
+            self.block_vector(forward_batch, int(self.knobs["tokens_per_step"]), torch.int32),
+        )
+
+
+def factor_count(prob: Tensor, masked: Tensor, factor: float) -> Tensor:
+    """prob [B, S], masked [B, S] -> [B] int32: the largest n with (n + 1) * (1 - c_n) < factor, >= 1.
+
+    c_n is the n-th highest confidence among the block's masked positions. On device, no sync.
+    """
+    c = torch.where(masked, prob.to(torch.float32), float("-inf"))
+    c_sorted = torch.sort(c, dim=1, descending=True).values  # [B, S], -inf (unmasked) last
+    n = torch.arange(1, c.shape[1] + 1, device=c.device, dtype=torch.float32)  # [S]
+    ok = (n + 1.0) * (1.0 - c_sorted) < factor  # [B, S]; False on -inf (the product is +inf)
+    prefix = torch.cumprod(ok.to(torch.int32), dim=1).sum(dim=1)  # longest passing prefix
+    return prefix.clamp(min=1).to(torch.int32)
+
+
+class FactorAlgorithm(UnmaskAlgorithm):
+    """Fast-dLLM / dInfer factor-based parallel decoding (see the module docstring)."""
+
+    NAME: ClassVar[str] = "llada2_factor"
+    KNOBS: ClassVar[Sequence[Knob]] = (Knob("factor", 1.0, float, 0.0, None, low_open=True),)
+
+    def rule(self, forward_batch: Any, prob: Tensor, masked: Tensor) -> tuple[Tensor, Tensor]:
+        k = factor_count(prob, masked, float(self.knobs["factor"]))
+        return self.block_vector(forward_batch, NEVER, torch.float32), k
