@@ -6,6 +6,8 @@ For every threshold, one stock `python -m sglang.launch_server --model <toy>` is
 threshold in `--dllm-algorithm-config` (LowConfidence: commit every masked position whose
 confidence exceeds it, else the single most confident one), and `sglang-llada eval` scores the
 held-out split. Threshold 1.0 is the one-token-per-forward baseline (no confidence exceeds 1).
+The autoregressive twin (same architecture, data and budget) is served and scored the same way,
+as the last row, for diffusion vs autoregressive at equal quality.
 """
 
 from __future__ import annotations
@@ -42,6 +44,19 @@ def run_point(model: Path, threshold: float, args: argparse.Namespace, workdir: 
     return {"threshold": threshold, "server_args": server_args[2:], **summary}
 
 
+def run_ar_twin(model: Path, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from sglang_llada.eval import evaluate
+    from sglang_llada.server_process import launch
+
+    server_args = ["--trust-remote-code", "--max-running-requests", str(args.max_running_requests), *args.server_arg]
+    server = launch(model, server_args, workdir, workdir / "server-ar.log")
+    try:
+        summary, _ = evaluate(server.url, args.split, concurrency=args.concurrency)
+    finally:
+        server.stop()
+    return {"threshold": "AR twin", "server_args": server_args, **summary}
+
+
 def write_table(rows: list[dict[str, Any]], path: Path, header: str) -> None:
     lines = [
         header, "",
@@ -49,8 +64,9 @@ def write_table(rows: list[dict[str, Any]], path: Path, header: str) -> None:
         "|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        tpf = "-" if r["tpf"] is None else f"{r['tpf']:.2f}"
         lines.append(
-            f"| {r['threshold']} | {r['accuracy']:.3f} | {r['tpf']:.2f} | "
+            f"| {r['threshold']} | {r['accuracy']:.3f} | {tpf} | "
             f"{r['output_tokens_per_s']:.1f} | {r['latency_s']['p50']:.3f} |"
         )
     lines += ["", "Per-task accuracy:", "", "| threshold | " + " | ".join(rows[0]["accuracy_per_task"]) + " |",
@@ -67,8 +83,13 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ar = [r for r in rows if r["tpf"] is None]
+    rows = [r for r in rows if r["tpf"] is not None]
     tpf = [r["tpf"] for r in rows]
     acc = [100 * r["accuracy"] for r in rows]
+    for r in ar:  # the autoregressive twin: one token per forward by construction
+        ax.axhline(100 * r["accuracy"], color="tab:gray", ls="--", lw=1, label=f"AR twin ({100 * r['accuracy']:.1f}%)")
+        ax.legend(loc="lower left", fontsize=8)
     ax.plot(tpf, acc, "o-", color="tab:blue")
     for r, x, y in zip(rows, tpf, acc):
         ax.annotate(f"{r['threshold']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
@@ -81,10 +102,11 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sglang_llada.toy import TRAINED_TOY_DIR
+    from sglang_llada.toy import AR_TWIN_DIR, TRAINED_TOY_DIR
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=TRAINED_TOY_DIR)
+    p.add_argument("--ar-twin", type=Path, default=AR_TWIN_DIR, help="also score this AR checkpoint ('' to skip)")
     p.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS))
     p.add_argument("--split", default="heldout")
     p.add_argument("--concurrency", type=int, default=16)
@@ -103,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row['output_tokens_per_s']:.1f} tok/s",
                 flush=True,
             )
+            rows.append(row)
+        if str(args.ar_twin) and (args.ar_twin / "config.json").exists():
+            row = run_ar_twin(args.ar_twin, args, Path(d))
+            print(f"AR twin: accuracy {row['accuracy']:.3f}  {row['output_tokens_per_s']:.1f} tok/s", flush=True)
             rows.append(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     command = "python bench/threshold_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -98,7 +98,7 @@ def _serve(args: argparse.Namespace, passthrough: list[str]) -> int:
     print(
         "example (when the server says it is ready):\n  curl -s " + url + "/v1/chat/completions "
         "-H 'Content-Type: application/json' "
-        """-d '{"messages": [{"role": "user", "content": "Add: 4821+937"}], "max_tokens": 32}'"""
+        """-d '{"messages": [{"role": "user", "content": "Add: 04821+00937"}], "max_tokens": 32}'"""
     )
     sys.stdout.flush()
     os.execv(sys.executable, cmd)

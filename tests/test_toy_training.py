@@ -32,22 +32,19 @@ def test_heldout_is_balanced_deterministic_and_disjoint_from_training() -> None:
 
 
 def test_answers_are_right() -> None:
+    widths = {"copy": tasks.COPY_LEN, "upper": tasks.UPPER_LEN, "lower": tasks.LOWER_LEN}
     for ex in tasks.heldout_split():
         body = ex.prompt.split(": ", 1)[1]
-        if ex.task == "add":
-            a, b = body.split("+")
-            assert int(ex.answer) == int(a) + int(b)
-        elif ex.task == "sort":
-            assert ex.answer.split() == sorted(body.split())
-        elif ex.task == "reverse":
-            assert ex.answer == body[::-1]
-        elif ex.task == "upper":
-            assert ex.answer == body.upper()
-        elif ex.task == "copy":
-            assert ex.answer == body
-        elif ex.task == "repeat":
-            n = int(ex.prompt.split()[1])
-            assert ex.answer == body * n
+        if ex.task in ("add", "sub"):
+            a, b = body.split("+" if ex.task == "add" else "-")
+            assert len(a) == len(b) == tasks.DIGITS  # fixed width, zero-padded
+            want = int(a) + int(b) if ex.task == "add" else int(a) - int(b)
+            assert want >= 0 and int(ex.answer) == want
+            assert len(ex.answer) == tasks.DIGITS + (ex.task == "add")
+        else:
+            assert len(body) == widths[ex.task] and body == body.strip()
+            want = {"copy": body, "upper": body.upper(), "lower": body.lower()}[ex.task]
+            assert ex.answer == want
     first = tasks.heldout_split()[0]
     assert tasks.is_correct(first, f"  {first.answer}\n")
     assert not tasks.is_correct(first, first.answer + "x")

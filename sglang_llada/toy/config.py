@@ -59,10 +59,14 @@ TRAINED_TOY_ARCH: dict[str, Any] = {
     "num_hidden_layers": 4,  # layer 0 dense, layers 1-3 MoE
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
-    "head_dim": 32,
-    "rotary_dim": 16,
-    # LLaDA2 uses 600000; at 16 rotary dims that leaves almost no fine position signal, which
-    # copying and reversing need. 10000 gives wavelengths from ~6 to ~6000 positions.
+    # The real model's head_dim. With QK RMSNorm, attention logits are capped at ~sqrt(head_dim)
+    # (times the norm weights): at head_dim 32 the cap (~5.7) and 8 rotary frequencies were too
+    # soft to single out one position, and even fixed-offset copying had not been learned after
+    # 400 steps; at 128 (cap ~11.3, 32 frequencies) it is learned in ~400 (docs/toy-model.md).
+    "head_dim": 128,
+    "rotary_dim": 64,
+    # LLaDA2 uses 600000; 10000 gives the 32 rotary frequencies wavelengths from ~6 to ~60000
+    # positions, so short offsets are sharply resolved.
     "rope_theta": 10000,
     "intermediate_size": 384,
     "moe_intermediate_size": 128,

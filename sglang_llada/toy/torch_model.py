@@ -21,9 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-QK_NORM_INIT = 2.0
-
-
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -176,13 +173,6 @@ class ToyLLaDA2(nn.Module):
         self.norm = RMSNorm(H, cfg["rms_norm_eps"])
         self.lm_head = nn.Linear(H, V, bias=False)
         std = cfg["initializer_range"]
-        with torch.no_grad():
-            for layer in self.layers:
-                # QK RMSNorm caps attention logits at |w_q| |w_k| sqrt(D): with D = 32 and unit
-                # weights that is ~5.7, too soft to single out one of ~200 positions (copying
-                # needs that). Start the norm weights at 2 (cap ~23); they stay learnable.
-                layer.attention.query_layernorm.weight.fill_(QK_NORM_INIT)
-                layer.attention.key_layernorm.weight.fill_(QK_NORM_INIT)
         for name, p in self.named_parameters():
             if p.dim() == 2:
                 # Residual-output projections scaled down with depth (GPT-2 style).

@@ -56,11 +56,12 @@ BLOCK = 32
 class TrainConfig:
     objective: str = "diffusion"  # or "ar"
     seed: int = 0
-    steps: int = 3000
-    # Diffusion only: the first ar_steps are next-token training, then block diffusion takes
-    # over -- LLaDA2 itself is adapted from an autoregressive model (Ling 2.0). Learning to copy
-    # by position from masked blocks alone is far slower than from next-token prediction.
-    ar_steps: int = 1200
+    # 1900 steps x 16 examples: ~29 minutes for the diffusion toy on 2 cores (the budget).
+    steps: int = 1900
+    # Diffusion only: optionally start with ar_steps of next-token training, the way LLaDA2 is
+    # adapted from an autoregressive model (Ling 2.0). The shipped toy uses none: its
+    # fixed-width tasks are learned directly by block diffusion.
+    ar_steps: int = 0
     batch_size: int = 16
     lr: float = 3e-3
     warmup: int = 100
