@@ -10,11 +10,11 @@ hard ones (an answer digit depends on a carry or borrow chain):
   sub    "Sub: 73921-04832"                            -> "69089"                   1 block
 
 Every task has a fixed input width, so each answer character sits at a fixed distance from the
-prompt characters it depends on. That is what a 2M-parameter model can learn in minutes on two
-CPU cores: with rotary positions, attending at a fixed relative offset is one head's job, while
-variable-length copying needs an induction circuit that did not form within the 30-minute
-budget (docs/toy-model.md, "What did not work"). Prompt lengths still differ across tasks (the
-chat-templated prompts are 81 to 171 tokens), and answers span 1 to 4 blocks.
+prompt characters it depends on. With rotary positions, attending at a fixed relative offset is
+one head's job (a fixed-length copy was learned in ~400 steps), while variable-length copying
+needs an induction circuit that did not form within the 30-minute budget on 2 CPU cores
+(docs/toy-model.md, "What did not work"). Prompt lengths still differ across tasks (the
+chat-templated prompts are 98 to 158 tokens), and answers span 1 to 4 blocks.
 
 A split is a pure function of (name, seed): `heldout` is drawn from its own seed and the
 training stream rejects every held-out prompt, so held-out accuracy measures generalization.

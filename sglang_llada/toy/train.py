@@ -56,11 +56,12 @@ BLOCK = 32
 class TrainConfig:
     objective: str = "diffusion"  # or "ar"
     seed: int = 0
-    # 1900 steps x 16 examples: ~29 minutes for the diffusion toy on 2 cores (the budget).
+    # 1900 steps x 16 examples: sized for the 30-minute budget on 2 cores (~1.1 steps/s for the
+    # diffusion objective when the machine is not shared).
     steps: int = 1900
     # Diffusion only: optionally start with ar_steps of next-token training, the way LLaDA2 is
-    # adapted from an autoregressive model (Ling 2.0). The shipped toy uses none: its
-    # fixed-width tasks are learned directly by block diffusion.
+    # adapted from an autoregressive model (Ling 2.0). Off by default: on the fixed-width tasks
+    # block diffusion learns fixed-offset copying directly (docs/toy-model.md).
     ar_steps: int = 0
     batch_size: int = 16
     lr: float = 3e-3
