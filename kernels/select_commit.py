@@ -28,8 +28,11 @@ Triton for CUDA tensors, torch otherwise):
 
 Difference from the in-tree step, on purpose: threshold uses >= (LowConfidence uses >, so its
 threshold 1.0 never passes), k is per block (LowConfidence always falls back to 1), and done is
-computed after the commit (LowConfidence reports the state before it, so a block is seen done one
-forward later).
+computed after the commit. LowConfidence reports the state before the commit, and SGLang's dLLM
+scheduler relies on that: the block's KV in the cache is the last forward's, which still saw masks
+at the positions just committed, so one more forward is needed before the block can be cached. The
+algorithms (sglang_llada/algorithms/) therefore report "no mask left before this step", and this
+`done` serves callers that only need to know whether unmasking is finished.
 """
 
 from __future__ import annotations
