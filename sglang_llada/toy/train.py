@@ -1,6 +1,6 @@
 """Train the toy LLaDA2 (block diffusion) or its autoregressive twin on the toy task suite.
 
-    python -m sglang_llada.toy.train --objective diffusion --out DIR   # the shipped LLaDA2 toy
+    python -m sglang_llada.toy.train --objective diffusion --out DIR   # the LLaDA2 toy
     python -m sglang_llada.toy.train --objective ar --out DIR          # the AR twin (Bailing MoE V2)
 
 Both objectives see the same examples in the same order (same seed, steps and batch size) and
@@ -24,7 +24,7 @@ of the last block with confident end tokens.
 Autoregressive: the same sequence, causal mask, next-token loss on the answer tokens.
 
 Determinism: one seed fixes data order, masks and initialization; run with the same thread
-count to reproduce the shipped checkpoint bit for bit (CPU float32 kernels are deterministic
+count to reproduce a checkpoint bit for bit (CPU float32 kernels are deterministic
 for a fixed thread count).
 """
 
