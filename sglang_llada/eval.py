@@ -18,7 +18,7 @@ from typing import Any
 
 from sglang_llada.toy.tasks import Example, is_correct, split
 
-DEFAULT_MAX_NEW_TOKENS = 160  # the longest answer (110 characters + end token) fits with room
+DEFAULT_MAX_NEW_TOKENS = 96  # the longest answer (72 characters + end token) fits with room
 
 
 @dataclass

@@ -19,7 +19,7 @@ from sglang_llada.toy.checkpoint import (
     write_tiny_checkpoint,
 )
 from sglang_llada.toy.config import TOY_ARCH
-from sglang_llada.toy.tokenizer import SPECIAL_TOKENS, write_tokenizer
+from sglang_llada.toy.tokenizer import SPECIAL_TOKENS, TEMPLATE_TOKENS, write_tokenizer
 
 REAL_DIR = Path("/work/shared/reference/llada2-mini")
 REAL_TOKENIZER_CONFIG = Path(__file__).parents[1] / "sglang_llada/toy/llada2_tokenizer_config.json"
@@ -68,8 +68,11 @@ def test_tokenizer_vocab_layout(tok: Any) -> None:
     # The special tokens follow the 256 byte ids, in the real model's order.
     for i, t in enumerate(SPECIAL_TOKENS):
         assert tok.convert_tokens_to_ids(t) == 256 + i, t
-    assert tok.convert_tokens_to_ids("<|reserved_token_0|>") == 266
-    assert tok.convert_ids_to_tokens(319) == "<|reserved_token_53|>"
+    # Then the chat template's words, one token each, then the reserved padding.
+    for i, t in enumerate(TEMPLATE_TOKENS):
+        assert tok.convert_tokens_to_ids(t) == 266 + i, t
+    assert tok.convert_tokens_to_ids("<|reserved_token_0|>") == 272
+    assert tok.convert_ids_to_tokens(319) == "<|reserved_token_47|>"
     # Byte ids are byte values.
     assert tok.encode("A", add_special_tokens=False) == [65]
     assert tok.encode("é", add_special_tokens=False) == list("é".encode())
@@ -102,6 +105,15 @@ def test_special_tokens_are_single_ids_inside_text(tok: Any) -> None:
     assert ids.count(260) == 2 and 265 in ids
     assert tok.decode(ids) == text
     assert tok.decode(ids, skip_special_tokens=True) == "xé"
+
+
+def test_chat_template_words_are_plain_single_tokens(tok: Any) -> None:
+    """12 tokens of template around a chat turn instead of 82 bytes; text round-trips."""
+    ids = tok.encode(CHAT_HI, add_special_tokens=False)
+    assert len(ids) == 12 + len("hi")
+    assert ids[:4] == [266, 268, 267, 271]  # <role> SYSTEM </role> detailed thinking off
+    # Ordinary text: kept by skip_special_tokens, unlike <|role_end|>.
+    assert tok.decode(ids, skip_special_tokens=True) == CHAT_HI.replace("<|role_end|>", "")
 
 
 def test_chat_template(tok: Any, tok_dir: Path) -> None:

@@ -32,7 +32,6 @@ def test_heldout_is_balanced_deterministic_and_disjoint_from_training() -> None:
 
 
 def test_answers_are_right() -> None:
-    widths = {"copy": tasks.COPY_LEN, "upper": tasks.UPPER_LEN, "lower": tasks.LOWER_LEN}
     for ex in tasks.heldout_split():
         body = ex.prompt.split(": ", 1)[1]
         if ex.task in ("add", "sub"):
@@ -42,7 +41,7 @@ def test_answers_are_right() -> None:
             assert want >= 0 and int(ex.answer) == want
             assert len(ex.answer) == tasks.DIGITS + (ex.task == "add")
         else:
-            assert len(body) == widths[ex.task] and body == body.strip()
+            assert len(body) == tasks.TEXT_LEN and body == body.strip()
             want = {"copy": body, "upper": body.upper(), "lower": body.lower()}[ex.task]
             assert ex.answer == want
     first = tasks.heldout_split()[0]
@@ -50,13 +49,34 @@ def test_answers_are_right() -> None:
     assert not tasks.is_correct(first, first.answer + "x")
 
 
-def test_answers_span_one_to_four_blocks(enc: Encoder) -> None:
-    spans = set()
+def test_answers_span_one_to_four_blocks_at_fixed_offsets(enc: Encoder) -> None:
+    """Arithmetic answers fit one block, text answers span four; within a task every prompt has
+    the same length (fixed layout), and each character is one token."""
+    spans, lengths = {}, {}
     for ex in tasks.heldout_split():
         P = len(enc.prompt_ids(ex))
         end = P + len(enc.answer_ids(ex))
-        spans.add(-(-end // BLOCK) - P // BLOCK)
-    assert spans == {1, 2, 3, 4}
+        spans.setdefault(ex.task, set()).add(-(-end // BLOCK) - P // BLOCK)
+        lengths.setdefault(ex.task, set()).add(P)
+        assert len(enc.answer_ids(ex)) == len(ex.answer) + 1  # + <|endoftext|>
+    assert spans == {"copy": {4}, "upper": {4}, "lower": {4}, "add": {1}, "sub": {1}}
+    assert all(len(v) == 1 for v in lengths.values())
+    # The 12 template tokens plus one token per character of the user message.
+    assert lengths["add"] == {12 + len("Add: 123+456")}
+
+
+def test_training_batches_fill_a_token_budget_by_family(enc: Encoder) -> None:
+    from sglang_llada.toy.train import batch_sizes, diffusion_row_tokens
+
+    sizes = batch_sizes(enc, TrainConfig())
+    assert sizes == {"text": 16, "arith": 144}  # 4608 tokens: 16 rows of 288, 144 of 32
+    batches = list(itertools.islice(tasks.train_batches(0, sizes), 20))
+    for b in batches:
+        fams = {f for f, names in tasks.FAMILIES.items() for e in b if e.task in names}
+        assert len(fams) == 1 and len(b) == sizes[fams.pop()]
+        rows = {diffusion_row_tokens(len(enc.prompt_ids(e)), len(enc.answer_ids(e))) for e in b}
+        assert len(rows) == 1  # no padding
+    assert {len(b) for b in batches} == {16, 144}
 
 
 def test_diffusion_batch_masks(enc: Encoder) -> None:

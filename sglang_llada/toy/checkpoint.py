@@ -285,9 +285,15 @@ def build_config(vocab_size: int, overrides: dict[str, Any] | None = None) -> di
 
 
 def generation_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Like the real one: generation stops at <|endoftext|> or at <|role_end|>."""
+    """Like the real one: generation stops at <|endoftext|> or at <|role_end|>.
+
+    temperature 0: SGLang (`--sampling-defaults model`, its default) takes it as the default of
+    requests that set none, so decoding is greedy unless a request asks for sampling, as in the
+    LLaDA2 reference generation code.
+    """
     ids = special_token_ids()
     return {
+        "temperature": 0.0,
         "bos_token_id": config["bos_token_id"],
         "eos_token_id": [ids[EOS_TOKEN], ids[ROLE_END_TOKEN]],
         "pad_token_id": config["pad_token_id"],

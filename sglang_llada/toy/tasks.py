@@ -1,20 +1,24 @@
 """The toy task suite: generated prompts with exact, checkable answers.
 
 Five tasks, from easy positions (every answer character is a copy of a prompt character) to
-hard ones (an answer digit depends on a carry or borrow chain):
+hard ones (an answer digit depends on a carry or borrow):
 
-  copy   "Copy: ab cde fg ..."        (70 characters)  -> the same 70 characters   4 blocks
-  upper  "Upper: ab cde ..."          (60 characters)  -> "AB CDE ..."              3 blocks
-  lower  "Lower: AB CDE ..."          (40 characters)  -> "ab cde ..."              2 blocks
-  add    "Add: 04821+00937"                            -> "005758"                  1 block
-  sub    "Sub: 73921-04832"                            -> "69089"                   1 block
+  copy   "Copy: ab cde fg ..."   (72 characters)  -> the same 72 characters   4 blocks
+  upper  "Upper: ab cde ..."     (72 characters)  -> "AB CDE ..."             4 blocks
+  lower  "Lower: AB CDE ..."     (72 characters)  -> "ab cde ..."             4 blocks
+  add    "Add: 482+937"                            -> "1419"                   1 block
+  sub    "Sub: 739-483"  (a >= b)                  -> "256"                    1 block
 
-Every task has a fixed input width, so each answer character sits at a fixed distance from the
-prompt characters it depends on. With rotary positions, attending at a fixed relative offset is
-one head's job (a fixed-length copy was learned in ~400 steps), while variable-length copying
-needs an induction circuit that did not form within the 30-minute budget on 2 CPU cores
-(docs/toy-model.md, "What did not work"). Prompt lengths still differ across tasks (the
-chat-templated prompts are 98 to 158 tokens), and answers span 1 to 4 blocks.
+Why fixed widths: each answer character then sits at one fixed distance from the prompt
+characters it depends on. With rotary positions, attending at a fixed relative offset is one
+head's job, while variable-length copying needs an induction circuit that did not form within
+the 30-minute budget on 2 CPU cores (docs/toy-model.md, "What did not work"). The three text tasks
+share one width, hence one offset (72 + the 4 template tokens after the user turn): one attention
+pattern serves all three, and only the character map differs. Chat-templated prompts are 24 or
+90-91 tokens; answers span 1 block (arithmetic) or 4 (text).
+
+Training draws whole batches from one family (`TRAIN_MIX`): text rows are ~9x longer than
+arithmetic rows, so the trainer sizes each family's batches to a common token budget.
 
 A split is a pure function of (name, seed): `heldout` is drawn from its own seed and the
 training stream rejects every held-out prompt, so held-out accuracy measures generalization.
@@ -27,15 +31,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 TASK_NAMES: tuple[str, ...] = ("copy", "upper", "lower", "add", "sub")
-# Training oversamples the arithmetic; the held-out split is balanced (HELDOUT_PER_TASK each).
-TRAIN_MIX: dict[str, float] = {"copy": 0.15, "upper": 0.15, "lower": 0.15, "add": 0.275, "sub": 0.275}
+# Tasks trained together in one batch (same row length within a family).
+FAMILIES: dict[str, tuple[str, ...]] = {"text": ("copy", "upper", "lower"), "arith": ("add", "sub")}
+# Share of training batches per family; the held-out split is balanced (HELDOUT_PER_TASK each).
+TRAIN_MIX: dict[str, float] = {"text": 0.5, "arith": 0.5}
 HELDOUT_SEED = 20261122
 HELDOUT_PER_TASK = 48
-COPY_LEN = 70
-UPPER_LEN = 60
-LOWER_LEN = 40
-DIGITS = 5
+TEXT_LEN = 72
+DIGITS = 3
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
+# The chat template's words are single tokens of the toy tokenizer (tokenizer.TEMPLATE_TOKENS): a
+# task string containing one would tokenize shorter and break the fixed layout, so none does.
+_TEMPLATE_WORDS = ("system", "human", "assistant", "role", "detailed thinking off")
 
 
 @dataclass(frozen=True)
@@ -47,25 +54,28 @@ class Example:
 
 def _words(rng: random.Random, length: int) -> str:
     """Random lowercase words separated by single spaces, exactly `length` characters."""
-    out = ""
-    while len(out) < length:
-        out += "".join(rng.choice(_LETTERS) for _ in range(rng.randint(1, 7))) + " "
-    out = out[:length]
-    return out[:-1] + rng.choice(_LETTERS) if out.endswith(" ") else out
+    while True:
+        out = ""
+        while len(out) < length:
+            out += "".join(rng.choice(_LETTERS) for _ in range(rng.randint(1, 7))) + " "
+        out = out[:length]
+        out = out[:-1] + rng.choice(_LETTERS) if out.endswith(" ") else out
+        if not any(w in out for w in _TEMPLATE_WORDS):
+            return out
 
 
 def _copy(rng: random.Random) -> Example:
-    s = _words(rng, COPY_LEN)
+    s = _words(rng, TEXT_LEN)
     return Example("copy", f"Copy: {s}", s)
 
 
 def _upper(rng: random.Random) -> Example:
-    s = _words(rng, UPPER_LEN)
+    s = _words(rng, TEXT_LEN)
     return Example("upper", f"Upper: {s}", s.upper())
 
 
 def _lower(rng: random.Random) -> Example:
-    s = _words(rng, LOWER_LEN)
+    s = _words(rng, TEXT_LEN)
     return Example("lower", f"Lower: {s.upper()}", s)
 
 
@@ -79,7 +89,7 @@ def _sub(rng: random.Random) -> Example:
     return Example("sub", f"Sub: {a:0{DIGITS}d}-{b:0{DIGITS}d}", f"{a - b:0{DIGITS}d}")
 
 
-_GENERATORS: dict[str, Callable[[random.Random], Example]] = {
+GENERATORS: dict[str, Callable[[random.Random], Example]] = {
     "copy": _copy, "upper": _upper, "lower": _lower, "add": _add, "sub": _sub,
 }
 
@@ -93,7 +103,7 @@ def heldout_split(per_task: int = HELDOUT_PER_TASK, seed: int = HELDOUT_SEED) ->
         for t in TASK_NAMES:
             if len(by_task[t]) >= per_task:
                 continue
-            ex = _GENERATORS[t](rng)
+            ex = GENERATORS[t](rng)
             if ex.prompt not in seen:
                 seen.add(ex.prompt)
                 by_task[t].append(ex)
@@ -101,15 +111,30 @@ def heldout_split(per_task: int = HELDOUT_PER_TASK, seed: int = HELDOUT_SEED) ->
 
 
 def train_stream(seed: int) -> Iterator[Example]:
-    """An endless stream of training examples (TRAIN_MIX), never a held-out prompt."""
+    """An endless stream of single training examples (family by TRAIN_MIX), never held-out."""
+    for batch in train_batches(seed, {f: 1 for f in FAMILIES}):
+        yield batch[0]
+
+
+def train_batches(seed: int, sizes: dict[str, int]) -> Iterator[list[Example]]:
+    """Endless one-family batches: the family drawn by TRAIN_MIX, then `sizes[family]` examples,
+    each of a task drawn uniformly from the family; never a held-out prompt.
+
+    A family's tasks share one row length, so its batches need no padding; the trainer sizes each
+    family's batches to a common token budget (short arithmetic rows come many to a batch).
+    """
     rng = random.Random(seed)
     excluded = {ex.prompt for ex in heldout_split()}
     names = list(TRAIN_MIX)
     weights = [TRAIN_MIX[n] for n in names]
     while True:
-        ex = _GENERATORS[rng.choices(names, weights)[0]](rng)
-        if ex.prompt not in excluded:
-            yield ex
+        family = rng.choices(names, weights)[0]
+        batch: list[Example] = []
+        while len(batch) < sizes[family]:
+            ex = GENERATORS[rng.choice(FAMILIES[family])](rng)
+            if ex.prompt not in excluded:
+                batch.append(ex)
+        yield batch
 
 
 def split(name: str) -> list[Example]:

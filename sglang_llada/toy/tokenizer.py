@@ -5,8 +5,16 @@ Layout of the vocabulary:
                   no merges, so every byte is its own token and any text round-trips.
   ids 256..265    LLaDA2's special tokens, in the same order as the real model
                   (156891..156900 in LLaDA2.0-mini): <|startoftext|> ... <|role_end|>.
-  ids 266..319    <|reserved_token_0|> ... padding the vocab to a multiple of 64, the way the
+  ids 266..271    the chat template's words as single tokens: <role>, </role>, SYSTEM, HUMAN,
+                  ASSISTANT and the default system prompt "detailed thinking off" (see below);
+  ids 272..319    <|reserved_token_0|> ... padding the vocab to a multiple of 64, the way the
                   real vocab (157184) is padded past its last real token.
+
+Why template tokens: byte by byte, LLaDA2's chat template costs 82 tokens per prompt, more than
+most of the toy's task inputs. As six added (non-special) tokens it costs 12, which cuts the
+training rows' attention and MLP work, and keeps every task character one byte token (no BPE
+merges, which would also merge inside task strings and break their fixed-offset layout). The
+template text itself is unchanged and decodes verbatim.
 
 tokenizer_config.json is the real one (chat template verbatim), minus the keys that would make
 transformers look for remote code or slow-tokenizer files.
@@ -34,6 +42,17 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     "<|role_end|>",
 )
 
+# The chat template's fixed words, matched verbatim as single tokens (not special: they are
+# ordinary text and survive decode(skip_special_tokens=True)).
+TEMPLATE_TOKENS: tuple[str, ...] = (
+    "<role>",
+    "</role>",
+    "SYSTEM",
+    "HUMAN",
+    "ASSISTANT",
+    "detailed thinking off",
+)
+
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|endoftext|>"  # the real config's pad_token_id is <|endoftext|>'s id
@@ -50,20 +69,20 @@ _DROPPED_CONFIG_KEYS = ("trust_remote_code", "vocab_file", "merges_file", "auto_
 
 
 def vocab_size() -> int:
-    """256 bytes + the special tokens, rounded up to a multiple of 64 (= 320)."""
-    n = NUM_BYTES + len(SPECIAL_TOKENS)
+    """256 bytes + the special and template tokens, rounded up to a multiple of 64 (= 320)."""
+    n = NUM_BYTES + len(SPECIAL_TOKENS) + len(TEMPLATE_TOKENS)
     return -(-n // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
 
 
 def reserved_tokens() -> list[str]:
-    """The padding tokens after the special ones: <|reserved_token_0|>, <|reserved_token_1|>, ..."""
-    n = vocab_size() - NUM_BYTES - len(SPECIAL_TOKENS)
+    """The padding tokens after the template ones: <|reserved_token_0|>, <|reserved_token_1|>, ..."""
+    n = vocab_size() - NUM_BYTES - len(SPECIAL_TOKENS) - len(TEMPLATE_TOKENS)
     return [f"<|reserved_token_{i}|>" for i in range(n)]
 
 
 def special_token_ids() -> dict[str, int]:
-    """Id of every added (special and reserved) token; they follow the 256 byte ids in order."""
-    added = [*SPECIAL_TOKENS, *reserved_tokens()]
+    """Id of every added (special, template and reserved) token; they follow the 256 byte ids."""
+    added = [*SPECIAL_TOKENS, *TEMPLATE_TOKENS, *reserved_tokens()]
     return {tok: NUM_BYTES + i for i, tok in enumerate(added)}
 
 
@@ -103,10 +122,13 @@ def build_tokenizer() -> Any:
 
     # normalized=False + special=True: matched verbatim inside any text, never split, and
     # dropped by decode(skip_special_tokens=True).
-    added = [AddedToken(t, special=True, normalized=False) for t in special_token_ids()]
-    tok.add_special_tokens(added)
+    # Added in id order: special, template (plain added tokens), reserved (special).
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TEMPLATE_TOKENS])
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in reserved_tokens()])
 
     ids = special_token_ids()
+
     assert tok.get_vocab_size(with_added_tokens=True) == vocab_size()
     assert all(tok.token_to_id(t) == i for t, i in ids.items()), "added-token ids out of order"
     return tok

@@ -36,7 +36,6 @@ import math
 import random
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ import torch.nn.functional as F
 
 from sglang_llada.toy.checkpoint import build_config, write_checkpoint
 from sglang_llada.toy.config import AR_TWIN_ARCH, AR_TWIN_CONFIG_CODE, TRAINED_TOY_ARCH
-from sglang_llada.toy.tasks import Example, train_stream
+from sglang_llada.toy.tasks import FAMILIES, GENERATORS, Example, train_batches
 from sglang_llada.toy.tokenizer import load_tokenizer, vocab_size
 
 BLOCK = 32
@@ -56,14 +55,16 @@ BLOCK = 32
 class TrainConfig:
     objective: str = "diffusion"  # or "ar"
     seed: int = 0
-    # 1900 steps x 16 examples: sized for the 30-minute budget on 2 cores (~1.1 steps/s for the
-    # diffusion objective when the machine is not shared).
-    steps: int = 1900
+    # Sized for the 30-minute budget on 2 cores: ~1.0 s per diffusion step (4608 row tokens).
+    steps: int = 1750
     # Diffusion only: optionally start with ar_steps of next-token training, the way LLaDA2 is
     # adapted from an autoregressive model (Ling 2.0). Off by default: on the fixed-width tasks
     # block diffusion learns fixed-offset copying directly (docs/toy-model.md).
     ar_steps: int = 0
+    # Single-task batches (no padding) of batch_tokens diffusion-row tokens, at least batch_size
+    # examples: 16 rows of the longest task, or ~144 arithmetic rows.
     batch_size: int = 16
+    batch_tokens: int = 4608
     lr: float = 3e-3
     warmup: int = 100
     weight_decay: float = 0.01
@@ -174,16 +175,27 @@ def ar_batch(samples: list[tuple[list[int], list[int]]], enc: Encoder) -> Batch:
     )
 
 
-def _bucketed(
-    stream: Iterator[Example], enc: Encoder, batch_size: int, rng: random.Random, pool: int = 8
-) -> Iterator[list[tuple[list[int], list[int]]]]:
-    """Batches of similar length (less padding): draw `pool` batches' worth, sort, shuffle."""
-    while True:
-        samples = [(enc.prompt_ids(e), enc.answer_ids(e)) for e in (next(stream) for _ in range(pool * batch_size))]
-        samples.sort(key=lambda s: len(s[0]) + len(s[1]))
-        chunks = [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]
-        rng.shuffle(chunks)
-        yield from chunks
+def diffusion_row_tokens(prompt_len: int, answer_len: int) -> int:
+    """Length of one diffusion training row: the clean context plus the noisy blocks."""
+    N = -(-(prompt_len + answer_len) // BLOCK) * BLOCK
+    return (N - BLOCK) + (N - (prompt_len // BLOCK) * BLOCK)
+
+
+def batch_sizes(enc: Encoder, cfg: TrainConfig) -> dict[str, int]:
+    """Examples per batch for each task family: as many of its longest rows as fit
+    cfg.batch_tokens, at least batch_size.
+
+    Sized by the diffusion row for both objectives, so the AR twin sees the same examples.
+    """
+    rng = random.Random(0)
+    sizes = {}
+    for family, names in FAMILIES.items():
+        rows = []
+        for name in names:
+            ex = GENERATORS[name](rng)
+            rows.append(diffusion_row_tokens(len(enc.prompt_ids(ex)), len(enc.answer_ids(ex))))
+        sizes[family] = max(cfg.batch_size, cfg.batch_tokens // max(rows))
+    return sizes
 
 
 def arch_config(objective: str) -> dict[str, Any]:
@@ -218,13 +230,13 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str
         lr=cfg.lr, betas=(0.9, 0.98),
     )
     g = torch.Generator().manual_seed(cfg.seed + 1)
-    stream: Iterator[Example] = train_stream(cfg.seed)
+    sizes = batch_sizes(enc, cfg)
     losses: list[float] = []
     t0 = time.time()
     bar = tqdm(range(cfg.steps), desc=f"train {cfg.objective}", disable=not progress, file=sys.stderr)
-    batches = _bucketed(stream, enc, cfg.batch_size, random.Random(cfg.seed + 2))
+    batches = train_batches(cfg.seed, sizes)
     for step in bar:
-        samples = next(batches)
+        samples = [(enc.prompt_ids(e), enc.answer_ids(e)) for e in next(batches)]
         diffusion = cfg.objective == "diffusion" and step >= cfg.ar_steps
         batch = diffusion_batch(samples, enc, g) if diffusion else ar_batch(samples, enc)
         for group in opt.param_groups:
@@ -267,13 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--ar-steps", type=int, default=d.ar_steps, help="diffusion: next-token steps first")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="min examples per batch")
+    p.add_argument("--batch-tokens", type=int, default=d.batch_tokens, help="row tokens per batch")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--threads", type=int, default=d.threads)
     a = p.parse_args(argv)
     cfg = TrainConfig(
         objective=a.objective, seed=a.seed, steps=a.steps, ar_steps=a.ar_steps,
-        batch_size=a.batch_size, lr=a.lr, threads=a.threads,
+        batch_size=a.batch_size, batch_tokens=a.batch_tokens, lr=a.lr, threads=a.threads,
     )
     summary = train(cfg, Path(a.out))
     print(json.dumps(summary, indent=2))
