@@ -9,7 +9,16 @@ Seams used, all official:
 - `SGLANG_EXTERNAL_MODEL_PACKAGE`: our `LLaDA2MoeModelLM` wins the model registry;
 - `register_resolution_hook("handle_model_source_paths")`: diffusion decoding on by
   default for LLaDA2 checkpoints (and only for them);
-- `HookRegistry` AFTER `DllmConfig.from_server_args`: the mask id from the checkpoint;
+- `HookRegistry` AROUND `sglang.srt.dllm.algorithm.get_algorithm_cls`: our decoding algorithms
+  (`algorithms/`) are found by name, next to SGLang's own;
+- `HookRegistry` AFTER `DllmConfig.from_server_args`: the mask id from the checkpoint, and no
+  cap of 1 running request; AFTER `SchedulerDllmMixin.init_diffusion_llm`: the cap sized from
+  KV memory as for autoregressive models (batching on by default);
+- `HookRegistry` AFTER `TokenizerManager._validate_one_request`: a 400 for requests diffusion
+  decoding cannot honour, greedy unless a temperature is given (`request_policy.py`);
+- `HookRegistry` BEFORE `process_batch_result_dllm`: output-token logprobs (`logprobs.py`);
+- `HookRegistry` AFTER `SamplingBatchInfo.from_schedule_batch`: request seeds reach the
+  diffusion sampler (`request_seeds.py`);
 - `HookRegistry` on the dLLM run / result / output path: forward counts in `meta_info`
   (see `forward_stats.py`).
 """
@@ -27,9 +36,12 @@ logger = logging.getLogger(__name__)
 LLADA2_ARCH = "LLaDA2MoeModelLM"
 MODEL_PACKAGE = "sglang_llada.models"
 MODEL_CLASS = f"{MODEL_PACKAGE}.llada2.{LLADA2_ARCH}"
-# LLaDA2 paper / reference generation defaults: threshold 0.95 with top-1 fallback, block 32.
-DEFAULT_ALGORITHM = "LowConfidence"
+# LLaDA2 paper / reference generation defaults: threshold 0.95 with top-1 fallback, block 32;
+# ours runs the step with no host synchronization but the done flags (algorithms/unmask.py).
+DEFAULT_ALGORITHM = "llada2_threshold"
 DEFAULT_BLOCK_SIZE = 32
+# Marks a DllmConfig whose running-request limit the scheduler still has to size from memory.
+UNSIZED_MAX_RUNNING = 1 << 20
 
 _registered = False
 
@@ -85,11 +97,32 @@ def _register_hooks() -> None:
     register_resolution_hook("handle_model_source_paths")(_enable_diffusion_by_default)
     register_resolution_hook("handle_missing_default_values")(_default_device_for_cpu_platform)
     HookRegistry.register(
+        "sglang.srt.dllm.algorithm.get_algorithm_cls", _get_algorithm_cls_around, HookType.AROUND
+    )
+    HookRegistry.register(
         "sglang.srt.dllm.config.DllmConfig.from_server_args",
         _dllm_config_from_checkpoint,
         HookType.AFTER,
     )
+    HookRegistry.register(
+        "sglang.srt.dllm.mixin.scheduler.SchedulerDllmMixin.init_diffusion_llm",
+        _size_dllm_batch_from_memory,
+        HookType.AFTER,
+    )
+    from sglang_llada.request_policy import validate_one_request_after
+
+    HookRegistry.register(
+        "sglang.srt.managers.tokenizer_manager.TokenizerManager._validate_one_request",
+        validate_one_request_after,
+        HookType.AFTER,
+    )
     from sglang_llada.forward_stats import register_hooks as register_forward_stats
+    from sglang_llada.logprobs import register_hooks as register_logprobs
+
+    register_logprobs()
+    from sglang_llada.request_seeds import register_hooks as register_seeds
+
+    register_seeds()
 
     register_forward_stats()
 
@@ -155,6 +188,40 @@ def _override_args(server_args: Any) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
+def _size_dllm_batch_from_memory(result: Any, scheduler: Any, *args: Any, **kwargs: Any) -> None:
+    """AFTER `SchedulerDllmMixin.init_diffusion_llm`: as many running requests as SGLang sizes for an
+    autoregressive model from the KV memory (`scheduler.max_running_requests`), unless
+    --max-running-requests was given. Requests join and leave between denoising rounds."""
+    config = getattr(scheduler, "dllm_config", None)
+    if config is None or config.max_running_requests != UNSIZED_MAX_RUNNING:
+        return None
+    limit = max(1, int(scheduler.max_running_requests))
+    config.max_running_requests = limit
+    scheduler.dllm_manager.max_running_reqs = limit
+    logger.info(
+        "sglang-llada: diffusion batching on, up to %d running requests (sized from KV memory; "
+        "--max-running-requests overrides)", limit,
+    )
+    return None
+
+
+def _get_algorithm_cls_around(original: Callable[..., Any], name: str, *args: Any, **kwargs: Any) -> Any:
+    """AROUND `sglang.srt.dllm.algorithm.get_algorithm_cls`, SGLang's only algorithm lookup (server
+    argument resolution, DllmConfig, request validation): our names resolve to our classes; an
+    unknown name gets an error that lists every available one."""
+    from sglang_llada.algorithms import CLASS_PATHS, algorithm_class
+
+    if name in CLASS_PATHS:
+        return algorithm_class(name)
+    try:
+        return original(name, *args, **kwargs)
+    except RuntimeError as exc:
+        from sglang.srt.dllm.algorithm import algo_name_to_cls
+
+        known = ", ".join([*CLASS_PATHS, *sorted(algo_name_to_cls)])
+        raise RuntimeError(f"Unknown diffusion LLM algorithm {name!r} (--dllm-algorithm); available: {known}") from exc
+
+
 def _dllm_config_from_checkpoint(result: Any, server_args: Any, *args: Any, **kwargs: Any) -> Any:
     """AFTER `DllmConfig.from_server_args`: replace the hard-coded LLaDA2 mask id."""
     if result is None:
@@ -166,6 +233,11 @@ def _dllm_config_from_checkpoint(result: Any, server_args: Any, *args: Any, **kw
     cfg = resolving_view(server_args)
     if not _is_llada2(cfg.model_path, cfg.revision, bool(cfg.trust_remote_code)):
         return result
+    if cfg.max_running_requests is None:
+        # SGLang's dLLM default is 1 running request. Lift it here (graph capture and the prefill
+        # adder read this object); the scheduler narrows it to its memory-sized limit
+        # (_size_dllm_batch_from_memory).
+        result.max_running_requests = UNSIZED_MAX_RUNNING
     override = _override_args(server_args).get("mask_token_id")
     if override is not None:
         result.mask_id = int(override)

@@ -452,6 +452,7 @@ class GenerationResult:
     num_forwards: int  # model forwards used
     sequence: list[int]  # the whole final sequence: prompt + every decoded position
     forwards_per_block: list[int] = field(default_factory=list)  # per decoded block, in order
+    logprobs: list[float] = field(default_factory=list)  # per token: log of its probability at commit
 
 
 @torch.no_grad()
@@ -489,6 +490,7 @@ def generate_reference_with_stats(
     seq[:P] = torch.tensor(prompt_ids, dtype=torch.long)
     masked = torch.zeros(end, dtype=torch.bool)
     masked[P:] = True
+    commit_prob = torch.zeros(end, dtype=torch.float32)
 
     forwards = 0
     per_block: list[int] = []
@@ -508,6 +510,7 @@ def generate_reference_with_stats(
                 commit = torch.zeros_like(still)
                 commit[int(conf.argmax())] = True  # the first of equally confident positions
             seq[lo:hi] = torch.where(commit, tok, seq[lo:hi])
+            commit_prob[lo:hi] = torch.where(commit, conf, commit_prob[lo:hi])
             masked[lo:hi] &= ~commit
         forwards += n_fw
         per_block.append(n_fw)
@@ -521,7 +524,8 @@ def generate_reference_with_stats(
             if t in eos:
                 generated = generated[: i + 1]
                 break
-    return GenerationResult(generated, forwards, seq[:decoded_until].tolist(), per_block)
+    logprobs = commit_prob[P : P + len(generated)].log().tolist()
+    return GenerationResult(generated, forwards, seq[:decoded_until].tolist(), per_block, logprobs)
 
 
 def generate_reference(

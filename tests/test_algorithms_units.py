@@ -296,8 +296,9 @@ def test_request_sampling_greedy_rows_and_seeds() -> None:
         algo.step(fb, logits, [None] * b)
         return ids_of(fb)
 
-    greedy = run({}, None)
-    assert run({}, sampling_info([1.0] * b, [1 << 30] * b)) == greedy  # `sampling: greedy` ignores requests
+    greedy = run({"sampling": "greedy"}, None)
+    assert run({"sampling": "greedy"}, sampling_info([1.0] * b, [1 << 30] * b)) == greedy  # ignores requests
+    assert run({}, None) == greedy  # no sampling info: greedy
     info = sampling_info([1.0, 1.0, 1.0], [1, 1 << 30, 5], seeds=[7, 7, 7])
     a, again = run({"sampling": "request"}, info), run({"sampling": "request"}, info)
     assert a == again  # counter-based noise: reproducible
@@ -340,7 +341,7 @@ def test_knob_validation(cls: type, knobs: dict[str, Any], words: list[str]) -> 
 
 
 def test_knob_defaults_and_sglang_keys() -> None:
-    assert make(ThresholdAlgorithm).knobs == {"threshold": 0.95, "sampling": "greedy"}
+    assert make(ThresholdAlgorithm).knobs == {"threshold": 0.95, "sampling": "request"}
     assert make(StaticAlgorithm).knobs["tokens_per_step"] == 2
     assert make(FactorAlgorithm).knobs["factor"] == 1.0
     edit = make(EditAlgorithm, {"block_size": 4, "capture_input_preparation": False})

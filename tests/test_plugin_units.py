@@ -79,3 +79,51 @@ def test_core_split_is_disjoint() -> None:
 
     groups = [set(g.split(",")) for g in _split_cores(2).split("|")]
     assert len(groups) == 2 and not (groups[0] & groups[1])
+
+
+def test_request_policy_refusals_and_default_temperature() -> None:
+    from types import SimpleNamespace
+
+    from sglang_llada.request_policy import diffusion_request_error, validate_one_request_after
+
+    def req(sampling: dict, **kw) -> SimpleNamespace:
+        base = dict(return_logprob=False, logprob_start_len=-1, top_logprobs_num=0, token_ids_logprob=None)
+        return SimpleNamespace(sampling_params=sampling, **{**base, **kw})
+
+    assert diffusion_request_error(req({"max_new_tokens": 8})) is None
+    assert diffusion_request_error(req({}, return_logprob=True)) is None  # output logprobs are fine
+    assert "regex" in diffusion_request_error(req({"regex": "a+"}))
+    assert "prompt logprobs" in diffusion_request_error(req({}, return_logprob=True, logprob_start_len=0))
+    assert "top_logprobs_num" in diffusion_request_error(req({}, return_logprob=True, top_logprobs_num=3))
+    # logprob fields without return_logprob are ignored, as SGLang does
+    assert diffusion_request_error(req({}, logprob_start_len=0, top_logprobs_num=3)) is None
+
+    manager = SimpleNamespace(
+        server_args=SimpleNamespace(dllm_algorithm="llada2_threshold"),
+        model_config=SimpleNamespace(get_default_sampling_params=lambda: {}),
+    )
+    r = req({"max_new_tokens": 8})
+    validate_one_request_after(None, manager, r, [1, 2])
+    assert r.sampling_params["temperature"] == 0.0  # greedy unless asked
+    r = req({"temperature": 0.7})
+    validate_one_request_after(None, manager, r, [1, 2])
+    assert r.sampling_params["temperature"] == 0.7
+    with pytest.raises(ValueError, match="json_schema"):
+        validate_one_request_after(None, manager, req({"json_schema": "{}"}), [1])
+    # An autoregressive server is left alone.
+    ar = SimpleNamespace(server_args=SimpleNamespace(dllm_algorithm=None), model_config=manager.model_config)
+    r = req({"regex": "a+"})
+    validate_one_request_after(None, ar, r, [1])
+    assert "temperature" not in r.sampling_params
+
+
+def test_algorithm_lookup_hook_finds_ours_and_lists_names_on_error() -> None:
+    from sglang_llada.algorithms.unmask import StaticAlgorithm
+    from sglang_llada.plugin import _get_algorithm_cls_around
+
+    def original(name: str):
+        raise RuntimeError(f"Unknown diffusion LLM algorithm: {name}")
+
+    assert _get_algorithm_cls_around(original, "llada2_static") is StaticAlgorithm
+    with pytest.raises(RuntimeError, match="available: llada2_threshold, llada2_static.*LowConfidence"):
+        _get_algorithm_cls_around(original, "nope")

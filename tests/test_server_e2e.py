@@ -28,7 +28,7 @@ def test_default_server_generates_exactly_max_new_tokens(default_server) -> None
     # One line says the plugin is active, which class and which algorithm.
     assert "sglang-llada plugin active" in log
     assert "sglang_llada.models.llada2.LLaDA2MoeModelLM" in log
-    assert "LowConfidence" in log
+    assert "llada2_threshold" in log  # our threshold algorithm is the default
     # Served on our CPU platform, as a diffusion model, with the checkpoint's mask id.
     assert "torch_native" in log
     assert 260 not in out["output_ids"]  # <|mask|> of the toy tokenizer never leaks out

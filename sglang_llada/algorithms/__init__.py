@@ -7,8 +7,8 @@
 | `llada2_factor`    | `unmask.FactorAlgorithm`     | factor (1.0)                                    |
 | `llada2_edit`      | `edit.EditAlgorithm`         | threshold (0.95), edit_threshold (0.9), max_edit_steps (4) |
 
-Every algorithm also takes `sampling: greedy` (default) or `sampling: request` (honour each
-request's temperature / top-k / top-p; see sampling.py), and ignores SGLang's own keys
+Every algorithm also takes `sampling: request` (default: honour each request's temperature /
+top-k / top-p / seed, greedy at temperature 0; see sampling.py) or `sampling: greedy` (ignore them), and ignores SGLang's own keys
 (`block_size`, `capture_input_preparation`). Unknown keys and out-of-range values raise ValueError
 when the algorithm is built.
 
@@ -23,6 +23,10 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
+
+# The attribute that carries a block's [B, S] logprob buffer from `run` to the scheduler
+# (base.py records it, sglang_llada/logprobs.py reads it).
+LOGPROBS_ATTR = "_sglang_llada_logprobs"
 
 # name -> "module:Class", resolved on demand
 CLASS_PATHS: dict[str, str] = {

@@ -21,22 +21,74 @@ KV cache keeps the K/V of the last forward, which were computed with mask tokens
 committed by this step, and the next block would attend to them. Hence the extra forward per block
 (counted in `dllm_forwards`), as in SGLang.
 
+Per-request state: `init_step_state` gives each request a `RowState`, a row of a batched `Rows`
+on the device; SGLang keeps it for the request between FDFO rounds (`req.dllm_algo_state`) and
+drops it when the block is done or the request leaves, so nothing is owned elsewhere.
+
+Logprobs: every step records, for the positions it writes, the log of the probability the
+position was committed with (the `confidence` kernel's prob: the softmax at temperature 1 when
+greedy, the request's tempered / top-k / top-p distribution when sampling) in `Rows.logprobs`
+[B, S]; `run` pins the batch's rows on its logits output (attribute `LOGPROBS_ATTR`), and the
+scheduler side (`sglang_llada/logprobs.py`) copies them to the host once per round, only for
+batches with a `return_logprob` request. A token re-written by an edit step gets the logprob of
+its last write.
+
 Shapes: B requests, S = block_size, N = B * S positions, V vocabulary. `fb.input_ids` is [N] int64
 and `full_logits` [N, V]; both are row-major by request.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, List, Sequence
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, List, Optional, Sequence
 
 import torch
 from sglang.srt.dllm.algorithm.base import DllmAlgorithm
 from sglang.srt.dllm.config import DllmConfig
 
+from sglang_llada.algorithms import LOGPROBS_ATTR
 from sglang_llada.algorithms.knobs import SAMPLING, Knob, Value, read_knobs
 from sglang_llada.algorithms.sampling import SeedCache, sampling_kwargs
 
 Tensor = torch.Tensor
+
+
+@dataclass
+class Rows:
+    """Per-request step state of a batch, batched on the device (subclasses add fields)."""
+
+    logprobs: Tensor  # [B, S] fp32: log-prob of each position's last write in this block
+
+
+@dataclass
+class RowState:
+    """One request's state: row `index` of a shared `Rows` (what SGLang carries per request)."""
+
+    rows: Any
+    index: int
+
+
+def gather_rows(states: Sequence[RowState]) -> Any:
+    """The states' rows as one batch, in order; re-points the states at it.
+
+    Synchronous mode: the rows `init_step_state` built, already in batch order (no copy). FDFO
+    mode mixes requests whose states come from different rounds: each field is stacked from the
+    states' rows (B small device copies, no host sync).
+    """
+    first = states[0].rows
+    if first.logprobs.shape[0] == len(states) and all(
+        st.rows is first and st.index == i for i, st in enumerate(states)
+    ):
+        return first
+    cls = type(first)
+    rows = cls(**{
+        f.name: torch.stack([getattr(st.rows, f.name)[st.index] for st in states])
+        for f in dataclasses.fields(cls)
+    })
+    for i, st in enumerate(states):
+        st.rows, st.index = rows, i
+    return rows
 
 
 class LladaAlgorithm(DllmAlgorithm):
@@ -50,6 +102,38 @@ class LladaAlgorithm(DllmAlgorithm):
         self.knobs: dict[str, Value] = read_knobs(config.algorithm_config, (*self.KNOBS, SAMPLING), self.NAME)
         self.sample_requests = self.knobs["sampling"] == "request"
         self._seed_cache = SeedCache()
+
+    def init_step_state(self, forward_batch: Any) -> List[Any]:
+        """One `RowState` per request, all rows of one fresh `Rows` (logprobs zeroed)."""
+        b = forward_batch.batch_size
+        rows = Rows(logprobs=self.zero_logprobs(forward_batch))
+        return [RowState(rows, i) for i in range(b)]
+
+    def zero_logprobs(self, forward_batch: Any) -> Tensor:
+        b, device = forward_batch.batch_size, forward_batch.input_ids.device
+        return torch.zeros(b, self.block_size, dtype=torch.float32, device=device)
+
+    def rows_of(self, forward_batch: Any, states: List[Any]) -> Any:
+        """The batch's per-request rows, in batch order (`gather_rows`); remembered for `run`."""
+        if any(st is None for st in states):  # a caller without SGLang's states (unit tests)
+            states[:] = self.init_step_state(forward_batch)
+        self._last_rows = gather_rows(states)
+        return self._last_rows
+
+    def run(self, model_runner: Any, forward_batch: Any, algo_states: Optional[List[Any]] = None) -> Any:
+        """SGLang's run loop; then the block's [B, S] logprobs go on the logits output."""
+        self._last_rows = None
+        out = super().run(model_runner, forward_batch, algo_states)
+        if out[0] is not None and self._last_rows is not None:
+            setattr(out[0], LOGPROBS_ATTR, self._last_rows.logprobs)
+        return out
+
+    @staticmethod
+    def record_logprobs(rows: Any, written: Tensor, prob: Tensor) -> None:
+        """written [N] bool, prob [N] fp32: keep log(prob) where this step wrote a token."""
+        buf = rows.logprobs  # [B, S]
+        lp = torch.log(prob.to(torch.float32).clamp(min=1e-30)).view_as(buf)
+        buf.copy_(torch.where(written.view_as(buf), lp, buf))
 
     def masked_positions(self, forward_batch: Any) -> Tensor:
         """[N] bool: positions holding the mask token that are not prompt (as LowConfidence.step).

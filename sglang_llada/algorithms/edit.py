@@ -56,7 +56,7 @@ from typing import Any, ClassVar, List, Sequence
 import torch
 from sglang.srt.dllm.config import DllmConfig
 
-from sglang_llada.algorithms.base import LladaAlgorithm, done_list
+from sglang_llada.algorithms.base import LladaAlgorithm, Rows, RowState, done_list
 from sglang_llada.algorithms.knobs import Knob
 from sglang_llada.kernels.confidence import confidence
 from sglang_llada.kernels.select_commit import select_commit
@@ -65,37 +65,16 @@ Tensor = torch.Tensor
 
 
 @dataclass
-class EditRows:
-    """Batched per-request state on the device."""
+class EditRows(Rows):
+    """Batched per-request state on the device (plus the base's logprobs)."""
 
     prompt: Tensor  # [B, S] bool: prompt positions of the block, never edited
     edit_steps: Tensor  # [B] int32: steps that started with no mask left
     finished: Tensor  # [B] bool
 
 
-@dataclass
-class EditState:
-    """One request's state: row `index` of a shared `EditRows` (what SGLang carries per request)."""
-
-    rows: EditRows
-    index: int
-
-
-def gather_rows(states: Sequence[EditState]) -> EditRows:
-    """The states' rows as one batch, in order; re-points the states at it (FDFO mixes rounds)."""
-    first = states[0].rows
-    if first.finished.shape[0] == len(states) and all(
-        st.rows is first and st.index == i for i, st in enumerate(states)
-    ):
-        return first  # synchronous mode: the rows init_step_state built, already in batch order
-    rows = EditRows(
-        prompt=torch.stack([st.rows.prompt[st.index] for st in states]),
-        edit_steps=torch.stack([st.rows.edit_steps[st.index] for st in states]),
-        finished=torch.stack([st.rows.finished[st.index] for st in states]),
-    )
-    for i, st in enumerate(states):
-        st.rows, st.index = rows, i
-    return rows
+# One request's state: row `index` of a shared EditRows (base.RowState; gather_rows regroups).
+EditState = RowState
 
 
 class EditAlgorithm(LladaAlgorithm):
@@ -122,6 +101,7 @@ class EditAlgorithm(LladaAlgorithm):
         b = forward_batch.batch_size
         device = forward_batch.input_ids.device
         rows = EditRows(
+            logprobs=self.zero_logprobs(forward_batch),
             prompt=self._prompt_mask(forward_batch).reshape(b, self.block_size).clone(),
             edit_steps=torch.zeros(b, dtype=torch.int32, device=device),
             finished=torch.zeros(b, dtype=torch.bool, device=device),
@@ -130,7 +110,7 @@ class EditAlgorithm(LladaAlgorithm):
 
     def step(self, forward_batch: Any, full_logits: Tensor, states: List[Any]) -> List[bool]:
         b, s = forward_batch.batch_size, self.block_size
-        rows = gather_rows(states)
+        rows = self.rows_of(forward_batch, states)
         ids = forward_batch.input_ids.view(b, s)  # shares storage: writes go to input_ids
         masked = (ids == self.mask_id) & ~rows.prompt  # [B, S]
         n_masked = masked.sum(dim=1)  # [B]
@@ -143,7 +123,7 @@ class EditAlgorithm(LladaAlgorithm):
 
         edit = live & ~masked & (prob2 >= self.edit_threshold) & (token2 != ids)  # T2T [B, S]
         m2t = (masked & eligible[:, None]).reshape(-1)
-        _, n_commit, _ = select_commit(
+        committed, n_commit, _ = select_commit(
             forward_batch.input_ids,
             token,
             prob,
@@ -153,6 +133,7 @@ class EditAlgorithm(LladaAlgorithm):
             s,
         )
         ids.copy_(torch.where(edit, token2, ids))  # T2T positions are disjoint from M2T ones
+        self.record_logprobs(rows, committed | edit.reshape(-1), prob)
         changed = (n_commit > 0) | edit.any(dim=1)
         rows.finished |= eligible & ~changed  # this forward saw the final block
         return done_list(rows.finished)

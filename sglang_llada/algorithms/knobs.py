@@ -69,8 +69,10 @@ class Knob:
         return self.high is None or value <= self.high
 
 
-# Shared by every algorithm: greedy decoding (the LLaDA2 reference default) unless asked otherwise.
-SAMPLING = Knob("sampling", "greedy", str, choices=("greedy", "request"))
+# Shared by every algorithm: honour each request's temperature / top-k / top-p / seed ("request",
+# the default; a request at temperature 0 -- the toy checkpoints' generation_config default, as in
+# the LLaDA2 reference -- decodes greedily), or force greedy decoding for every request ("greedy").
+SAMPLING = Knob("sampling", "request", str, choices=("greedy", "request"))
 
 
 def read_knobs(config: Optional[Mapping[str, Any]], knobs: Sequence[Knob], algorithm: str) -> dict[str, Value]:

@@ -12,10 +12,11 @@ a noise counter ("offset"). SGLang 0.5.23 keeps the per-request parameters on
 A request with temperature 0 reaches the batch as temperature 1.0 with top_k = 1
 (`SamplingParams.normalize`), so "greedy" here means top_k <= 1, as in SGLang's own sampler.
 
-Seeds: `sampling_seed` when SGLang provides it; otherwise a stable 64-bit hash of the request id
-(the same blake2b hash SGLang uses for `rids_int`), computed on the host once per batch composition
-and copied to the device without blocking. So a request's `sampling_seed` is only honoured under
-`--enable-deterministic-inference` (SGLang drops it from the batch otherwise).
+Seeds: `sampling_seed` [B] when the batch carries it (SGLang sets it under
+`--enable-deterministic-inference`; our request_seeds.py hook sets it for diffusion batches with a
+seeded request), otherwise a stable 64-bit hash of the request id (the same blake2b hash SGLang uses
+for `rids_int`), computed on the host once per batch composition and copied to the device without
+blocking.
 
 Offsets (the noise counter): absolute position * 2**16 + a per-block step salt given by the caller,
 so a position draws fresh noise at every step of its block and the draws do not depend on which
@@ -43,7 +44,7 @@ def per_position(values: Tensor, block_size: int) -> Tensor:
     return values.reshape(b, 1).expand(b, block_size).reshape(-1)
 
 
-def _rid_seed(rid: str) -> int:
+def rid_seed(rid: str) -> int:
     digest = hashlib.blake2b(rid.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little", signed=True)
 
@@ -68,7 +69,7 @@ class SeedCache:
         rids = list(getattr(forward_batch, "rids", None) or [str(i) for i in range(b)])[:b]
         key = (tuple(rids), device)
         if key != self._key or self._seeds is None:
-            host = torch.tensor([_rid_seed(str(r)) for r in rids], dtype=torch.int64)
+            host = torch.tensor([rid_seed(str(r)) for r in rids], dtype=torch.int64)
             if device.type == "cuda":
                 host = host.pin_memory()  # a pageable copy would make the host wait for the stream
             self._seeds = host.to(device, non_blocking=True)

@@ -51,12 +51,14 @@ class UnmaskAlgorithm(LladaAlgorithm):
 
     def step(self, forward_batch: Any, full_logits: Tensor, states: List[Any]) -> List[bool]:
         b, s = forward_batch.batch_size, self.block_size
+        rows = self.rows_of(forward_batch, states)
         masked = self.masked_positions(forward_batch)  # [N]
         n_masked = masked.view(b, s).sum(dim=1)  # [B]
         done = n_masked == 0  # [B], before the commit (base.py: the KV of this forward is final)
         token, prob = confidence(full_logits, masked, **self.sampling(forward_batch, n_masked))
         threshold, k = self.rule(forward_batch, prob.view(b, s), masked.view(b, s))
-        select_commit(forward_batch.input_ids, token, prob, masked, threshold, k, s)
+        committed, _, _ = select_commit(forward_batch.input_ids, token, prob, masked, threshold, k, s)
+        self.record_logprobs(rows, committed, prob)
         return done_list(done)
 
     def rule(self, forward_batch: Any, prob: Tensor, masked: Tensor) -> tuple[Tensor, Tensor]:

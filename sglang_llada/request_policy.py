@@ -1,0 +1,94 @@
+"""What a diffusion server does with each generate request before it is tokenized: refuse, with a
+400 that says why, what diffusion decoding cannot honour, and make greedy the default.
+
+Why here: SGLang 0.5.23's dLLM path silently ignores (or hangs on) request features that need
+left-to-right decoding: a `regex` request never finishes, prompt logprobs come back empty,
+`choices`/`select` (which scores options by prompt logprobs) gets nothing to compare. The
+tokenizer manager's `_validate_one_request` runs for every generate request before it reaches the
+scheduler, and a ValueError raised there becomes an HTTP 400 with its message (the server keeps
+serving). The check runs only when the server decodes with a diffusion algorithm.
+
+Refused (each names the field and what to do instead):
+- constrained decoding: `regex`, `json_schema`, `ebnf`, `structural_tag` (a grammar advances one
+  token at a time, left to right; a block commits positions in any order);
+- prompt logprobs: `return_logprob` with `logprob_start_len` >= 0 (a diffusion model never scores
+  the prompt left to right); output-token logprobs (`logprob_start_len` -1, the default) are fine;
+- `top_logprobs_num` > 0 and `token_ids_logprob` (only the committed token's logprob is kept).
+
+Default temperature: a `/generate` request that sets no temperature gets SGLang's 1.0, i.e.
+sampling. LLaDA2's reference decoding is greedy, so a diffusion request without a temperature
+gets the checkpoint's generation_config temperature (the toys say 0.0) or, if it has none, 0.0.
+OpenAI chat requests already get the generation_config default from SGLang; `/v1/completions`
+keeps OpenAI's explicit default of 1.0 (pass `temperature: 0` for greedy).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+GRAMMAR_FIELDS = ("regex", "json_schema", "ebnf", "structural_tag")
+
+
+def diffusion_request_error(obj: Any) -> Optional[str]:
+    """The reason a single (non-batched) GenerateReqInput cannot be served, or None."""
+    params = obj.sampling_params if isinstance(obj.sampling_params, dict) else {}
+    for name in GRAMMAR_FIELDS:
+        if params.get(name) is not None:
+            return (
+                f"`{name}` is not supported by diffusion decoding (LLaDA2 commits the positions "
+                "of a 32-token block in any order, so a grammar cannot constrain them); "
+                f"drop `{name}` or serve an autoregressive model"
+            )
+    if obj.return_logprob:
+        if obj.logprob_start_len is not None and obj.logprob_start_len >= 0:
+            return (
+                f"prompt logprobs (logprob_start_len={obj.logprob_start_len}) are not available "
+                "with diffusion decoding, which never scores the prompt left to right; use "
+                "logprob_start_len=-1 for the output tokens' logprobs (choices/select need "
+                "prompt logprobs and are not supported either)"
+            )
+        if obj.top_logprobs_num:
+            return (
+                f"top_logprobs_num={obj.top_logprobs_num} is not supported by diffusion decoding: "
+                "only the logprob of each committed token is kept; set it to 0"
+            )
+        if obj.token_ids_logprob:
+            return (
+                "token_ids_logprob is not supported by diffusion decoding: only the logprob of "
+                "each committed token is kept; drop it"
+            )
+    return None
+
+
+def default_temperature(manager: Any) -> float:
+    """The checkpoint's generation_config temperature, else 0.0 (greedy, the LLaDA2 default)."""
+    try:
+        value = manager.model_config.get_default_sampling_params().get("temperature")
+    except Exception:  # no generation_config, or --sampling-defaults openai
+        value = None
+    return 0.0 if value is None else float(value)
+
+
+def _dllm_algorithm(server_args: Any) -> Optional[str]:
+    """The resolved --dllm-algorithm (the plugin declares it during resolution)."""
+    try:
+        from sglang.srt.arg_groups.overrides import resolving_view
+
+        return resolving_view(server_args).dllm_algorithm
+    except Exception:  # a plain namespace (unit tests)
+        return getattr(server_args, "dllm_algorithm", None)
+
+
+def validate_one_request_after(result: Any, manager: Any, obj: Any, *args: Any, **kwargs: Any) -> None:
+    """AFTER `TokenizerManager._validate_one_request` (runs before the request's SamplingParams
+    are built): raise ValueError (-> HTTP 400) if refused, else fill the default temperature."""
+    if _dllm_algorithm(manager.server_args) is None:
+        return None
+    if not hasattr(obj, "sampling_params") or not hasattr(obj, "logprob_start_len"):
+        return None  # embedding requests
+    error = diffusion_request_error(obj)
+    if error is not None:
+        raise ValueError(error)
+    if isinstance(obj.sampling_params, dict) and obj.sampling_params.get("temperature") is None:
+        obj.sampling_params["temperature"] = default_temperature(manager)
+    return None
