@@ -3,11 +3,12 @@
     .venv/bin/python bench/threshold_sweep.py            # writes bench/results/threshold_sweep.*
 
 For every threshold, one stock `python -m sglang.launch_server --model <toy>` is started with the
-threshold in `--dllm-algorithm-config` (LowConfidence: commit every masked position whose
-confidence exceeds it, else the single most confident one), and `sglang-llada eval` scores the
-held-out split. Threshold 1.0 is the one-token-per-forward baseline (no confidence exceeds 1).
-The autoregressive twin (same architecture, data and budget) is served and scored the same way,
-as the last row, for diffusion vs autoregressive at equal quality.
+threshold in `--dllm-algorithm-config` (the default algorithm, `llada2_threshold`: commit every
+masked position whose confidence reaches it, else the single most confident one), and
+`sglang-llada eval` scores the held-out split. The row "1/forward" is the one-token-per-forward
+baseline (`llada2_static` with `tokens_per_step: 1`). The autoregressive twin (same architecture,
+data and budget) is served and scored the same way, as the last row, for diffusion vs
+autoregressive at equal quality.
 """
 
 from __future__ import annotations
@@ -21,27 +22,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+ONE_PER_FORWARD = "1/forward"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def run_point(model: Path, threshold: float, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def run_point(
+    model: Path, label: Any, algorithm: str, knobs: str, args: argparse.Namespace, workdir: Path
+) -> dict[str, Any]:
+    """Serve `model` with `--dllm-algorithm algorithm` and the YAML `knobs`; score the split."""
     from sglang_llada.eval import evaluate
     from sglang_llada.server_process import launch
 
-    cfg = workdir / f"threshold-{threshold}.yaml"
-    cfg.write_text(f"threshold: {threshold}\n")
+    tag = "".join(c if c.isalnum() or c in ".-" else "_" for c in f"{algorithm}-{label}")
+    cfg = workdir / f"{tag}.yaml"
+    cfg.write_text(knobs)
     server_args = [
-        "--dllm-algorithm-config", str(cfg),
+        "--dllm-algorithm", algorithm, "--dllm-algorithm-config", str(cfg),
         "--max-running-requests", str(args.max_running_requests),
         *args.server_arg,
     ]
-    server = launch(model, server_args, workdir, workdir / f"server-{threshold}.log")
+    server = launch(model, server_args, workdir, workdir / f"server-{tag}.log")
     try:
         summary, _ = evaluate(server.url, args.split, concurrency=args.concurrency)
     finally:
         server.stop()
-    return {"threshold": threshold, "server_args": server_args[2:], **summary}
+    return {"threshold": label, "algorithm": algorithm, "knobs": knobs.strip(), "server_args": server_args, **summary}
 
 
 def run_ar_twin(model: Path, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -118,10 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     t0 = time.time()
     with tempfile.TemporaryDirectory() as d:
-        for t in args.thresholds:
-            row = run_point(args.model, t, args, Path(d))
+        points = [(t, "llada2_threshold", f"threshold: {t}\n") for t in args.thresholds]
+        points.append((ONE_PER_FORWARD, "llada2_static", "tokens_per_step: 1\n"))
+        for label, algorithm, knobs in points:
+            row = run_point(args.model, label, algorithm, knobs, args, Path(d))
             print(
-                f"threshold {t}: accuracy {row['accuracy']:.3f}  TPF {row['tpf']:.2f}  "
+                f"{label}: accuracy {row['accuracy']:.3f}  TPF {row['tpf']:.2f}  "
                 f"{row['output_tokens_per_s']:.1f} tok/s",
                 flush=True,
             )
@@ -135,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"# Threshold sweep: {args.model.name}, split {args.split}\n\n"
         f"Command: `{command.strip()}` ({time.time() - t0:.0f} s, {os.cpu_count()} CPU cores). Each point: a fresh "
-        f"server, LowConfidence with that threshold, --max-running-requests "
-        f"{args.max_running_requests}, eval concurrency {args.concurrency}. 1.0 = one token per forward."
+        f"server, llada2_threshold with that threshold, --max-running-requests "
+        f"{args.max_running_requests}, eval concurrency {args.concurrency}. {ONE_PER_FORWARD}: "
+        "llada2_static, tokens_per_step 1 (one token per forward)."
     )
     args.out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=2) + "\n")
     write_table(rows, args.out.with_suffix(".md"), header)

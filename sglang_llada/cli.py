@@ -68,21 +68,15 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 
 
 def _default_model_dir() -> str:
-    import os
-    from pathlib import Path
-
     from sglang_llada.toy import TRAINED_TOY_DIR
-    from sglang_llada.toy.checkpoint import write_tiny_checkpoint
 
-    if (TRAINED_TOY_DIR / "config.json").exists():
-        return str(TRAINED_TOY_DIR)
-    # No trained toy in this build yet: serve the seed-0 random toy, written once to the cache.
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sglang-llada"
-    target = cache / "tiny-llada2-seed0"
-    if not (target / "config.json").exists():
-        write_tiny_checkpoint(target, seed=0)
-    print("sglang-llada: no trained toy is shipped in this build; serving the random-weight toy")
-    return str(target)
+    if not (TRAINED_TOY_DIR / "config.json").exists():
+        raise SystemExit(
+            f"sglang-llada: the embedded toy checkpoint is missing ({TRAINED_TOY_DIR}); reinstall "
+            "the package, retrain it (python -m sglang_llada.toy.train --objective diffusion "
+            f"--out {TRAINED_TOY_DIR}), or pass --model DIR"
+        )
+    return str(TRAINED_TOY_DIR)
 
 
 def _serve(args: argparse.Namespace, passthrough: list[str]) -> int:
@@ -98,7 +92,7 @@ def _serve(args: argparse.Namespace, passthrough: list[str]) -> int:
     print(
         "example (when the server says it is ready):\n  curl -s " + url + "/v1/chat/completions "
         "-H 'Content-Type: application/json' "
-        """-d '{"messages": [{"role": "user", "content": "Add: 04821+00937"}], "max_tokens": 32}'"""
+        """-d '{"messages": [{"role": "user", "content": "Upper: nsgocs kknewot lwzln m nv ei djyu m pj ow fx efes vkcd tnichj d hgys gwl"}], "max_tokens": 80}'"""
     )
     sys.stdout.flush()
     os.execv(sys.executable, cmd)
