@@ -3,7 +3,7 @@
 SGLang 0.5.23's dLLM result path fills no logprobs (a `return_logprob` request gets empty lists).
 Our algorithms record a [B, S] buffer of log-probabilities per block (algorithms/base.py) and pin
 it on the logits output of `run`; BEFORE `SchedulerDllmMixin.process_batch_result_dllm`, this hook
-copies it to the host (one copy per block, only when a request of the batch asked for logprobs)
+copies it to the host (one copy per scheduling round, only when a request of the batch asked for logprobs)
 and appends each request's values for its new tokens to `req.logprob.output_token_logprobs_val`
 / `_idx`. SGLang's output streamer then slices them like an autoregressive request's, so they
 come back in the usual `meta_info["output_token_logprobs"]` (and OpenAI `logprobs`), cut at a
@@ -33,7 +33,7 @@ def new_token_slice(req: Any, block: list[int], fdfo_accepted: int | None) -> sl
     """Which positions of a request's returned block become new output tokens, as
     `process_batch_result_dllm` decides it; None when none do."""
     if fdfo_accepted is None:  # synchronous mode: the block after its prompt positions
-        return slice(len(block) - len(block), len(block)) if block else None
+        return slice(0, len(block)) if block else None
     if fdfo_accepted == 0:  # FDFO, block not finished: nothing committed this round
         return None
     n = req.extend_end - len(req.origin_input_ids)  # generated positions so far, this block's last

@@ -37,7 +37,7 @@ def _seeds_after(result: Any, cls: Any, batch: Any, *args: Any, **kwargs: Any) -
 
     values = [s if s is not None else rid_seed(str(r.rid)) for s, r in zip(seeds, batch.reqs)]
     host = torch.tensor(values, dtype=torch.int64)
-    if batch.device != "cpu" and torch.device(batch.device).type == "cuda":
+    if torch.device(batch.device).type == "cuda":  # pageable copies would block the host
         host = host.pin_memory()
     result.sampling_seed = host.to(batch.device, non_blocking=True)
     return result

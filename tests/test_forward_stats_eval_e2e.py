@@ -47,13 +47,6 @@ def test_serve_prints_url_and_an_example(cli_server: Server) -> None:
     assert "sglang-llada plugin active" in log
 
 
-def _one_per_task() -> list:
-    seen: dict[str, object] = {}
-    for ex in heldout_split():
-        seen.setdefault(ex.task, ex)
-    return list(seen.values())
-
-
 def test_shipped_toy_answers_heldout_tasks(cli_server: Server) -> None:
     """Held-out answers, greedy, at the default threshold 0.95, through /generate: the text tasks
     exactly, several tokens per forward. The shipped toy has not learned carries and borrows
