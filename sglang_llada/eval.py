@@ -130,13 +130,14 @@ def evaluate(
             pool.submit(run_one, url, ex, p, max_new_tokens, timeout): i
             for i, (ex, p) in enumerate(zip(examples, prompts))
         }
-        correct = 0
+        correct = finished = 0
         for fut in as_completed(futures):
             i = futures[fut]
             outcomes[i] = fut.result()
             correct += outcomes[i].correct  # type: ignore[union-attr]
+            finished += 1
             bar.update(1)
-            bar.set_postfix(acc=f"{correct / bar.n:.3f}")
+            bar.set_postfix(acc=f"{correct / finished:.3f}")
     wall = time.perf_counter() - t0
     bar.close()
     done = [o for o in outcomes if o is not None]

@@ -20,7 +20,11 @@ Seams used, all official:
 - `HookRegistry` AFTER `SamplingBatchInfo.from_schedule_batch`: request seeds reach the
   diffusion sampler (`request_seeds.py`);
 - `HookRegistry` on the dLLM run / result / output path: forward counts in `meta_info`
-  (see `forward_stats.py`).
+  (see `forward_stats.py`);
+- `HookRegistry` on SGLang's prefill adder and dLLM batch builder: every full prompt block in one
+  forward (`prefill.py`);
+- `HookRegistry` AROUND `SchedulerOutputStreamer.stream_output`: one stream chunk per committed
+  block, none while a block is being denoised (`streaming.py`).
 """
 
 from __future__ import annotations
@@ -123,6 +127,12 @@ def _register_hooks() -> None:
     from sglang_llada.request_seeds import register_hooks as register_seeds
 
     register_seeds()
+    from sglang_llada.prefill import register_hooks as register_prefill
+
+    register_prefill()
+    from sglang_llada.streaming import register_hooks as register_streaming
+
+    register_streaming()
 
     register_forward_stats()
 
@@ -238,6 +248,7 @@ def _dllm_config_from_checkpoint(result: Any, server_args: Any, *args: Any, **kw
         # adder read this object); the scheduler narrows it to its memory-sized limit
         # (_size_dllm_batch_from_memory).
         result.max_running_requests = UNSIZED_MAX_RUNNING
+    _check_block_size(cfg, result.block_size)
     override = _override_args(server_args).get("mask_token_id")
     if override is not None:
         result.mask_id = int(override)
@@ -245,3 +256,20 @@ def _dllm_config_from_checkpoint(result: Any, server_args: Any, *args: Any, **kw
         tokens = resolve_diffusion_tokens(cfg.model_path, cfg.tokenizer_path, cfg.revision)
         result.mask_id = tokens.mask_id
     return result
+
+
+def _check_block_size(cfg: Any, serving_block: int) -> None:
+    """The serving block must be the checkpoint's attention block: whole-prompt prefill applies
+    the checkpoint's block-causal mask, and the model was trained on that block."""
+    from transformers import AutoConfig
+
+    from sglang_llada.models.llada2 import model_block_size
+
+    config = AutoConfig.from_pretrained(cfg.model_path, revision=cfg.revision, trust_remote_code=bool(cfg.trust_remote_code))
+    model_block = model_block_size(config)
+    if serving_block != model_block:
+        raise ValueError(
+            f"block_size {serving_block} (--dllm-algorithm-config) does not match this LLaDA2 "
+            f"checkpoint's attention block {model_block}; remove block_size from the algorithm "
+            f"config or set it to {model_block}"
+        )

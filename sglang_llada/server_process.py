@@ -59,13 +59,20 @@ def _group_alive(pgid: int) -> bool:
 
 
 def launch(
-    model: Path | None, extra_args: list[str], workdir: Path, log_path: Path, *, via_cli: bool = False
+    model: Path | None,
+    extra_args: list[str],
+    workdir: Path,
+    log_path: Path,
+    *,
+    via_cli: bool = False,
+    env_overrides: dict[str, str] | None = None,
 ) -> Server:
     """Launch the stock server from a neutral working directory (so no source tree shadows
     the installed package) and wait until it answers.
 
     via_cli: start it as `sglang-llada serve [--model M] ...` instead (model None: the embedded
     default), which exec's the same stock server.
+    env_overrides: extra environment variables for the server process.
     """
     port = free_port()
     if via_cli:
@@ -78,6 +85,7 @@ def launch(
         ]
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
+    env.update(env_overrides or {})
     log = open(log_path, "wb")
     proc = subprocess.Popen(
         cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True

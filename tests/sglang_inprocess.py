@@ -159,7 +159,12 @@ class InProcessRunner:
 
     @torch.no_grad()
     def forward_by_blocks(
-        self, ids: torch.Tensor | list[int], block_size: int = 32, *, dllm_extend: bool = False
+        self,
+        ids: torch.Tensor | list[int],
+        block_size: int = 32,
+        *,
+        dllm_extend: bool = False,
+        return_kv: bool = False,
     ) -> dict[str, Any]:
         """Feed ``ids`` one block per ModelRunner.forward, earlier blocks as KV-cached prefix.
 
@@ -172,6 +177,12 @@ class InProcessRunner:
         ``dllm_extend=True``: the same ForwardBatch relabelled ``ForwardMode.DLLM_EXTEND`` (the
         diffusion serving mode; positions are the same since each block starts at its offset),
         so the LogitsProcessor returns ``full_logits`` for every position of the forward.
+
+        ``block_size`` is the number of tokens per forward. LLaDA2's attention is block-causal at
+        the checkpoint's block (32) in EXTEND forwards whatever their length (the whole-prompt
+        prefill path), and bidirectional over the forward's tokens in DLLM_EXTEND forwards.
+        ``return_kv=True`` also returns ``kv``: [2, layers, T, nKV, D], the K and V the forwards
+        wrote to SGLang's KV pool for the sequence, read back from the pool by slot.
         """
         from sglang.srt.managers.schedule_batch import Req, ScheduleBatch
         from sglang.srt.model_executor.forward_batch_info import (
@@ -256,9 +267,18 @@ class InProcessRunner:
                     )
                     logits.append(hidden.float() @ lm_head.float().T)
                     sglang_logits.append(out.next_token_logits.float())
+            kv = None
+            if return_kv:
+                pool = mr.token_to_kv_pool
+                slots = mr.req_to_token_pool.req_to_token[req.kv.req_pool_idx, :T].long()
+                layers = range(self.model.config.num_hidden_layers)
+                kv = torch.stack([
+                    torch.stack([pool.get_key_buffer(i)[slots].clone() for i in layers]),
+                    torch.stack([pool.get_value_buffer(i)[slots].clone() for i in layers]),
+                ])
         finally:
             self.clear_kv()
-        return dict(logits=torch.cat(logits), sglang_logits=sglang_logits, forwards=forwards)
+        return dict(logits=torch.cat(logits), sglang_logits=sglang_logits, forwards=forwards, kv=kv)
 
 
 def get_runner(model_path: str | os.PathLike[str], **server_args: Any) -> InProcessRunner:

@@ -134,20 +134,23 @@ def test_eval_command_json(cli_server: Server) -> None:
     assert s["completion_tokens"] / s["forwards"] == pytest.approx(s["tpf"])
 
 
-def test_ar_twin_format_serves_autoregressively(tmp_path, neutral_dir: Path) -> None:
-    """The training script's AR checkpoint is served by SGLang's in-tree Bailing MoE V2 class;
-    eval works against it and reports no diffusion forwards."""
-    from sglang_llada.toy.train import TrainConfig, train
+def test_ar_twin_serves_autoregressively(tmp_path, neutral_dir: Path) -> None:
+    """The shipped AR twin (same architecture, data and budget as the diffusion toy) is served by
+    SGLang's in-tree Bailing MoE V2 class, not by the plugin; eval works against it and reports no
+    diffusion forwards; it answers README's held-out upper-casing exactly."""
+    from sglang_llada.toy import AR_TWIN_DIR
 
-    twin = tmp_path / "ar-twin"
-    train(TrainConfig(objective="ar", steps=1, batch_size=2, threads=1), twin, progress=False)
-    server = launch(twin, ["--trust-remote-code"], neutral_dir, tmp_path / "ar.log")
+    server = launch(AR_TWIN_DIR, ["--trust-remote-code"], neutral_dir, tmp_path / "ar.log")
     try:
         info = requests.get(server.url + "/model_info", timeout=10).json()
+        assert info["model_path"] == str(AR_TWIN_DIR)
         assert "sglang-llada plugin active" not in server.log()  # not a LLaDA2 checkpoint
-        s = _eval_json(server.url, "--limit", "4", "--max-new-tokens", "16")
-        assert s["n"] == 4 and s["tpf"] is None and s["forwards"] is None
+        s = _eval_json(server.url, "--limit", "5")
+        assert s["n"] == 5 and s["tpf"] is None and s["forwards"] is None
         assert s["completion_tokens"] > 0
-        assert info["model_path"] == str(twin)
+        ex = next(e for e in heldout_split() if e.task == "upper")
+        out = generate(server.url, {"text": render_prompts([ex])[0], "sampling_params": {"max_new_tokens": 96}})
+        assert out["text"].strip() == ex.answer
+        assert "dllm_forwards" not in out["meta_info"]
     finally:
         server.stop()

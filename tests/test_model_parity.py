@@ -123,10 +123,12 @@ def test_block_by_block_logits_match_reference(
 def test_other_block_sizes_match_reference(
     block: int, checkpoints: dict[str, Path], prompt: torch.Tensor, reference_logits: torch.Tensor
 ) -> None:
-    """16: prefixes that end mid KV page (page size 32); 128: one bidirectional forward."""
+    """DLLM_EXTEND forwards are bidirectional over their own tokens, so feeding `block` tokens per
+    forward is block-causal attention at `block`. 16: prefixes that end mid KV page (page size 32);
+    128: one bidirectional forward."""
     path = checkpoints["per_expert"]
     want = ref.load_reference(path).forward(prompt, block_size=block)
-    out = get_runner(path).forward_by_blocks(prompt, block)
+    out = get_runner(path).forward_by_blocks(prompt, block, dllm_extend=True)
     _check_forwards(out["forwards"], block, T)
     err = rel_err(out["logits"], want)
     print(f"block {block}: rel err {err:.3e}")
@@ -147,3 +149,26 @@ def test_tolerance_detects_wrong_attention(
     # constant shift that RoPE attention is invariant to: what is measured is the prefix alone.
     no_prefix = model.forward(prompt[2 * BLOCK : 3 * BLOCK], block_size=BLOCK)
     assert rel_err(no_prefix, reference_logits[2 * BLOCK : 3 * BLOCK]) > 100 * TOL
+
+
+@pytest.mark.parametrize("chunk", [T, 2 * BLOCK])
+def test_whole_prompt_in_one_forward_writes_the_block_by_block_kv(
+    chunk: int, checkpoints: dict[str, Path], prompt: torch.Tensor, reference_logits: torch.Tensor
+) -> None:
+    """The whole-prompt prefill path: an EXTEND forward over many blocks (all 105 tokens at once,
+    or 64-token chunks) applies the block-causal mask itself (kernels/block_causal_attention.py),
+    so its logits equal the reference's and the KV it writes equals the KV of one block per
+    forward (SGLang 0.5.23's dLLM prefill), within fp32 tolerance."""
+    runner = get_runner(checkpoints["per_expert"])
+    whole = runner.forward_by_blocks(prompt, chunk, return_kv=True)
+    assert [f["extend_len"] for f in whole["forwards"]] == [min(chunk, T - s) for s in range(0, T, chunk)]
+    by_blocks = runner.forward_by_blocks(prompt, BLOCK, dllm_extend=True, return_kv=True)
+    err = rel_err(whole["logits"], reference_logits)
+    kv_err = rel_err(whole["kv"], by_blocks["kv"])
+    print(f"one forward per {chunk} tokens: logits rel err {err:.3e}, KV rel err vs by-blocks {kv_err:.3e}")
+    assert err <= TOL
+    assert whole["kv"].shape == by_blocks["kv"].shape and whole["kv"].shape[2] == T
+    assert kv_err <= TOL
+    # Control: the same forward with a bidirectional mask (DLLM_EXTEND) writes other K/V.
+    bidirectional = runner.forward_by_blocks(prompt, chunk, dllm_extend=True, return_kv=True)
+    assert rel_err(bidirectional["kv"], by_blocks["kv"]) > 100 * TOL

@@ -127,3 +127,39 @@ def test_algorithm_lookup_hook_finds_ours_and_lists_names_on_error() -> None:
     assert _get_algorithm_cls_around(original, "llada2_static") is StaticAlgorithm
     with pytest.raises(RuntimeError, match="available: llada2_threshold, llada2_static.*LowConfidence"):
         _get_algorithm_cls_around(original, "nope")
+
+
+def test_whole_prompt_prefill_only_for_our_algorithms_and_full_blocks() -> None:
+    from types import SimpleNamespace
+
+    from sglang.srt.dllm.config import DllmConfig
+
+    from sglang_llada import prefill
+    from sglang_llada.algorithms import register
+
+    register()
+
+    def config(name: str, separate: bool = False) -> DllmConfig:
+        return DllmConfig(algorithm=name, algorithm_config={}, block_size=32, mask_id=260,
+                          max_running_requests=4, requires_separate_context_encoding=separate)
+
+    assert prefill.enabled(config("llada2_threshold")) and prefill.enabled(config("llada2_edit"))
+    assert not prefill.enabled(config("LowConfidence"))  # SGLang's own: one block per request
+    assert not prefill.enabled(config("llada2_threshold", separate=True))
+    assert not prefill.enabled(None)
+    req = SimpleNamespace(origin_input_ids=[0] * 1000, output_ids=[1] * 30)
+    assert prefill.full_blocks_end(req, 32) == 1024  # 1030 committed tokens -> 32 full blocks
+
+
+def test_streaming_skips_requests_with_nothing_new() -> None:
+    from types import SimpleNamespace
+
+    from sglang_llada.streaming import nothing_new
+
+    def req(dllm: bool, finished: bool, out: int, sent: int) -> SimpleNamespace:
+        return SimpleNamespace(is_dllm=lambda: dllm, finished=lambda: finished, output_ids=[0] * out, send_token_offset=sent)
+
+    assert nothing_new(req(True, False, 32, 32))  # mid-block: nothing to send
+    assert not nothing_new(req(True, False, 64, 32))  # a block committed since the last chunk
+    assert not nothing_new(req(True, True, 32, 32))  # finished (or aborted): always sent
+    assert not nothing_new(req(False, False, 5, 5))  # autoregressive requests are left alone

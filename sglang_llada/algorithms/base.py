@@ -96,6 +96,8 @@ class LladaAlgorithm(DllmAlgorithm):
 
     NAME: ClassVar[str] = "llada2"
     KNOBS: ClassVar[Sequence[Knob]] = ()
+    # The scheduler may hand us EXTEND batches of many prompt blocks (sglang_llada/prefill.py).
+    whole_prompt_prefill: ClassVar[bool] = True
 
     def __init__(self, config: DllmConfig):
         super().__init__(config)
@@ -127,6 +129,37 @@ class LladaAlgorithm(DllmAlgorithm):
         if out[0] is not None and self._last_rows is not None:
             setattr(out[0], LOGPROBS_ATTR, self._last_rows.logprobs)
         return out
+
+    def _run_sync(self, model_runner: Any, forward_batch: Any) -> Any:
+        if not forward_batch.forward_mode.is_dllm_extend():
+            return self._run_prompt_blocks(model_runner, forward_batch)
+        return super()._run_sync(model_runner, forward_batch)
+
+    def _run_fdfo(self, model_runner: Any, forward_batch: Any, algo_states: Optional[List[Any]]) -> Any:
+        if not forward_batch.forward_mode.is_dllm_extend():
+            return self._run_prompt_blocks(model_runner, forward_batch)
+        return super()._run_fdfo(model_runner, forward_batch, algo_states)
+
+    def _run_prompt_blocks(self, model_runner: Any, forward_batch: Any) -> Any:
+        """An EXTEND batch: full prompt blocks only (many per request), nothing to denoise.
+
+        One forward stores their KV. SGLang's result handling then wants, in FDFO mode, each
+        request's last block and an accept length of one block (it re-writes those committed ids
+        and emits nothing, the block being prompt); in sync mode, nothing. Prompt logprobs are
+        refused at the door (request_policy.py), so the logits processor computes none here.
+        """
+        forward_batch.return_logprob = False
+        out = model_runner.forward(forward_batch, pp_proxy_tensors=None)
+        b, s = forward_batch.batch_size, self.block_size
+        if not self.fdfo:
+            return out.logits_output, [], None, None, out.can_run_graph
+        ends, total = [], 0
+        for n in forward_batch.extend_seq_lens_cpu:
+            total += n
+            ends.append(total)
+        last = torch.tensor([e - s + j for e in ends for j in range(s)], device=forward_batch.input_ids.device)
+        ids = forward_batch.input_ids[last].view(b, s).tolist()  # B * S prompt ids: one small read
+        return out.logits_output, ids, [s] * b, [None] * b, out.can_run_graph
 
     @staticmethod
     def record_logprobs(rows: Any, written: Tensor, prob: Tensor) -> None:

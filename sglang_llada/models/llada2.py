@@ -1,10 +1,15 @@
 """`LLaDA2MoeModelLM` built from SGLang's parallel layers.
 
 Tensor parallelism comes from SGLang's QKV/row/column-parallel linears and vocab-parallel
-embedding/head; expert parallelism from `FusedMoE` (`--ep`). Attention is `RadixAttention`
-with `ENCODER_ONLY` type: a forward over one 32-token block attends to the cached prefix and
-to every position of its own block, which is exactly LLaDA2's block-causal mask when blocks
-are fed one per forward.
+embedding/head; expert parallelism from `FusedMoE` (`--ep`). Attention is block-causal (a token
+sees everything before the end of its 32-token block), by forward mode:
+
+* `DLLM_EXTEND` (one block per request: denoising steps): `RadixAttention` with `ENCODER_ONLY`
+  type through SGLang's attention backend -- the cached prefix and every position of the block,
+  which is exactly the block-causal mask for a single block;
+* `EXTEND` (whole prompts, many blocks per request: sglang_llada/prefill.py schedules these):
+  the block-causal mask itself, `kernels/block_causal_attention.py` (Triton on GPUs, torch on
+  CPU) over the KV pool, after writing the new tokens' K/V to it.
 
 Nothing here needs Triton at import time or on CPU: the MoE routing (sigmoid scores, expert
 bias, group-limited top-k, routed scaling) is plain torch so that `routed_scaling_factor` is
@@ -34,14 +39,25 @@ from sglang.srt.layers.quantization.base_config import QuantizationConfig
 from sglang.srt.layers.radix_attention import AttentionType, RadixAttention
 from sglang.srt.layers.rotary_embedding import get_rope
 from sglang.srt.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
-from sglang.srt.model_executor.forward_batch_info import ForwardBatch
+from sglang.srt.mem_cache.memory_pool import KVWriteLoc
+from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
+from sglang.srt.model_executor.forward_context import get_req_to_token_pool, get_token_to_kv_pool
 from sglang.srt.model_loader.weight_utils import default_weight_loader
 from sglang.srt.runtime_context import get_parallel
 from sglang.srt.utils import add_prefix
 from sglang.srt.utils.hf_transformers_utils import get_rope_config
 from transformers import PretrainedConfig
 
+from sglang_llada.kernels.block_causal_attention import block_causal_attention
 from sglang_llada.models.weights import iter_hf_weights
+
+# LLaDA2's training block (the in-tree DllmConfig hard-codes the same for this architecture).
+DEFAULT_BLOCK_SIZE = 32
+
+
+def model_block_size(config: PretrainedConfig) -> int:
+    """The attention block of a LLaDA2 checkpoint: `block_size` in config.json, else 32."""
+    return int(getattr(config, "block_size", None) or DEFAULT_BLOCK_SIZE)
 
 
 def _on_cpu_platform() -> bool:
@@ -223,6 +239,7 @@ class LLaDA2Attention(nn.Module):
             quant_config=quant_config,
             prefix=add_prefix("query_key_value", prefix),
         )
+        self.block_size = model_block_size(config)
         self.use_qk_norm = bool(getattr(config, "use_qk_norm", True))
         if self.use_qk_norm:
             self.query_layernorm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
@@ -269,9 +286,39 @@ class LLaDA2Attention(nn.Module):
         if self.use_qk_norm:
             q, k = self._qk_norm(q, k)
         q, k = self.rotary_emb(positions, q, k)
-        out = self.attn(q, k, v, forward_batch)  # [T, nH * D / tp]
+        if forward_batch.forward_mode == ForwardMode.EXTEND:
+            out = self._block_causal_extend(q, k, v, forward_batch)
+        else:
+            out = self.attn(q, k, v, forward_batch)  # [T, nH * D / tp]
         out, _ = self.dense(out)
         return out
+
+    def _block_causal_extend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, forward_batch: ForwardBatch
+    ) -> torch.Tensor:
+        """Many blocks per request in one forward: store K/V, then block-causal attention."""
+        D = self.head_dim
+        k = k.reshape(-1, self.num_kv_heads, D)  # [T, nKV / tp, D]
+        v = v.reshape(-1, self.num_kv_heads, D)
+        pool = get_token_to_kv_pool()  # the forward's KV pool and request rows, as the backend's
+        pool.set_kv_buffer(self.attn, KVWriteLoc.for_batch(forward_batch), k, v)
+        prefix_lens = forward_batch.extend_prefix_lens_cpu
+        extend_lens = forward_batch.extend_seq_lens_cpu
+        if prefix_lens is None or extend_lens is None:  # device-only metadata: read it once
+            prefix_lens = forward_batch.extend_prefix_lens.tolist()
+            extend_lens = forward_batch.extend_seq_lens.tolist()
+        out = block_causal_attention(
+            q.reshape(-1, self.num_heads, D),  # [T, nH / tp, D]
+            pool.get_key_buffer(self.attn.layer_id),
+            pool.get_value_buffer(self.attn.layer_id),
+            get_req_to_token_pool().req_to_token,
+            forward_batch.req_pool_indices,
+            prefix_lens,
+            extend_lens,
+            self.block_size,
+            self.attn.scaling,
+        )
+        return out.reshape(-1, self.q_size)
 
 
 class LLaDA2DecoderLayer(nn.Module):

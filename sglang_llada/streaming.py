@@ -1,0 +1,43 @@
+"""Streaming one chunk per committed block: no empty chunks while a block is still being denoised.
+
+SGLang 0.5.23's dLLM result path hands every request of a batch to the output streamer after each
+scheduling round, and the streamer sends a chunk per round at its default `stream_interval` of 1,
+new tokens or not: under FDFO (the default) a request whose block is still being denoised gets
+chunks with no new text, one per forward. An AROUND hook (HookRegistry, no patch) on
+`SchedulerOutputStreamer.stream_output` leaves such requests out of the round's output -- a
+diffusion request that is not finished and has nothing unsent. What is streamed is unchanged:
+each committed block arrives as one chunk (the first one holds what is left of the partial
+prompt block), and a finished or aborted request is always sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+_STREAMER = "sglang.srt.managers.scheduler_components.output_streamer.SchedulerOutputStreamer"
+
+
+def register_hooks() -> None:
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+    HookRegistry.register(f"{_STREAMER}.stream_output", _stream_output_around, HookType.AROUND)
+
+
+def nothing_new(req: Any) -> bool:
+    """A diffusion request mid-block: not finished, every committed token already sent."""
+    is_dllm = getattr(req, "is_dllm", None)
+    return (
+        is_dllm is not None
+        and is_dllm()
+        and not req.finished()
+        and len(req.output_ids) == req.send_token_offset
+    )
+
+
+def _stream_output_around(original: Callable[..., Any], self: Any, reqs: Any, *args: Any, **kwargs: Any) -> Any:
+    kept = [r for r in reqs if not nothing_new(r)]
+    if len(kept) == len(reqs):
+        return original(self, reqs, *args, **kwargs)
+    if not kept:
+        return None
+    return original(self, kept, *args, **kwargs)
