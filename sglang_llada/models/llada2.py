@@ -4,9 +4,13 @@ Tensor parallelism comes from SGLang's QKV/row/column-parallel linears and vocab
 embedding/head; expert parallelism from `FusedMoE` (`--ep`). Attention is block-causal (a token
 sees everything before the end of its 32-token block), by forward mode:
 
-* `DLLM_EXTEND` (one block per request: denoising steps): `RadixAttention` with `ENCODER_ONLY`
-  type through SGLang's attention backend -- the cached prefix and every position of the block,
-  which is exactly the block-causal mask for a single block;
+* `DLLM_EXTEND` (one block per request: denoising steps): the cached prefix and every position
+  of the block, which is exactly the block-causal mask for a single block. On GPUs: `RadixAttention`
+  with `ENCODER_ONLY` type through SGLang's attention backend (FlashInfer / Triton, graph-capturable).
+  On our CPU platform: `kernels/block_causal_attention.py`'s torch twin with every key visible --
+  SGLang's torch-native backend computes attention for every cached position of the request too
+  (a [L, L] product per step instead of [32, L]), which made each denoising step of a 4,000-token
+  prompt cost as much as its prefill;
 * `EXTEND` (whole prompts, many blocks per request: sglang_llada/prefill.py schedules these):
   the block-causal mask itself, `kernels/block_causal_attention.py` (Triton on GPUs, torch on
   CPU) over the KV pool, after writing the new tokens' K/V to it.
@@ -53,6 +57,8 @@ from sglang_llada.models.weights import iter_hf_weights
 
 # LLaDA2's training block (the in-tree DllmConfig hard-codes the same for this architecture).
 DEFAULT_BLOCK_SIZE = 32
+# A "block" longer than any sequence: every cached and new key visible (ENCODER_ONLY semantics).
+ALL_KEYS = 1 << 30
 
 
 def model_block_size(config: PretrainedConfig) -> int:
@@ -240,6 +246,7 @@ class LLaDA2Attention(nn.Module):
             prefix=add_prefix("query_key_value", prefix),
         )
         self.block_size = model_block_size(config)
+        self.own_block_attention = _on_cpu_platform()  # see the module docstring
         self.use_qk_norm = bool(getattr(config, "use_qk_norm", True))
         if self.use_qk_norm:
             self.query_layernorm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
@@ -286,17 +293,20 @@ class LLaDA2Attention(nn.Module):
         if self.use_qk_norm:
             q, k = self._qk_norm(q, k)
         q, k = self.rotary_emb(positions, q, k)
-        if forward_batch.forward_mode == ForwardMode.EXTEND:
-            out = self._block_causal_extend(q, k, v, forward_batch)
+        mode = forward_batch.forward_mode
+        if mode == ForwardMode.EXTEND:
+            out = self._block_causal_extend(q, k, v, forward_batch, self.block_size)
+        elif mode == ForwardMode.DLLM_EXTEND and self.own_block_attention:
+            out = self._block_causal_extend(q, k, v, forward_batch, ALL_KEYS)
         else:
             out = self.attn(q, k, v, forward_batch)  # [T, nH * D / tp]
         out, _ = self.dense(out)
         return out
 
     def _block_causal_extend(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, forward_batch: ForwardBatch
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, forward_batch: ForwardBatch, block_size: int
     ) -> torch.Tensor:
-        """Many blocks per request in one forward: store K/V, then block-causal attention."""
+        """Store the new tokens' K/V, then block-causal attention at `block_size` over the pool."""
         D = self.head_dim
         k = k.reshape(-1, self.num_kv_heads, D)  # [T, nKV / tp, D]
         v = v.reshape(-1, self.num_kv_heads, D)
@@ -315,7 +325,7 @@ class LLaDA2Attention(nn.Module):
             forward_batch.req_pool_indices,
             prefix_lens,
             extend_lens,
-            self.block_size,
+            block_size,
             self.attn.scaling,
         )
         return out.reshape(-1, self.q_size)
