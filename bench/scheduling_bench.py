@@ -19,10 +19,12 @@ The in-tree rows run SGLang's dLLM scheduler and algorithm on our model class an
 (SGLang's own LLaDA2 class needs CUDA): what they measure is SGLang's scheduling and decoding,
 which is what this compares.
 
-Prefill: one streaming request per prompt length (random byte ids, distinct per length so that
-nothing is in the radix cache), `max_new_tokens 1`; TTFT = time to the first streamed chunk, and
-`dllm_prefill_forwards` from its `meta_info`. Throughput: `sglang-llada eval` on the first
-`--limit` held-out examples at each concurrency (output tokens/s over the wall time, exact match).
+Prefill: one streaming request per prompt length (random byte ids, distinct per length and
+repeat so that nothing is in the radix cache), `max_new_tokens 1`; TTFT = time to the first
+streamed chunk, and `dllm_prefill_forwards` from its `meta_info`. Throughput: `sglang-llada eval`
+on the first `--limit` held-out examples at each concurrency (output tokens/s over the wall time,
+exact match). This 2-core machine's timings vary by +-30% from run to run, so every timing is the
+median of `--repeats` runs (accuracy and TPF are the same in every run: greedy decoding).
 """
 
 from __future__ import annotations
@@ -79,6 +81,12 @@ def ttft(url: str, n_tokens: int, seed: int) -> dict[str, Any]:
     }
 
 
+def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The run with the median `key` (odd counts; the lower middle for even), all repeats listed."""
+    ordered = sorted(runs, key=lambda r: r[key])
+    return {**ordered[(len(ordered) - 1) // 2], f"{key}_repeats": [r[key] for r in runs]}
+
+
 def run_config(name: str, model: Path, server_args: list[str], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from sglang_llada.eval import evaluate
     from sglang_llada.server_process import launch
@@ -88,11 +96,14 @@ def run_config(name: str, model: Path, server_args: list[str], args: argparse.Na
     server = launch(model, server_args, workdir, workdir / f"server-{tag}.log")
     try:
         requests.post(server.url + "/generate", json={"text": "warm up", "sampling_params": {"max_new_tokens": 8}}, timeout=300)
-        prefill = [ttft(server.url, n, seed=1000 + n) for n in args.prompt_lens]
+        prefill = [
+            _median_run([ttft(server.url, n, seed=1000 * r + n) for r in range(args.repeats)], "ttft_s")
+            for n in args.prompt_lens
+        ]
         runs = []
         for c in args.concurrency:
-            summary, _ = evaluate(server.url, "heldout", concurrency=c, limit=args.limit)
-            runs.append({"concurrency": c, **summary})
+            reps = [evaluate(server.url, "heldout", concurrency=c, limit=args.limit)[0] for _ in range(args.repeats)]
+            runs.append({"concurrency": c, **_median_run(reps, "output_tokens_per_s")})
     finally:
         server.stop()
     return {"name": name, "model": model.name, "server_args": server_args, "prefill": prefill, "throughput": runs}
@@ -166,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=80, help="held-out examples per concurrency level")
     p.add_argument("--prompt-lens", type=int, nargs="+", default=list(PROMPT_LENS))
     p.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
+    p.add_argument("--repeats", type=int, default=3, help="timings are the median of this many runs")
     p.add_argument("--out", type=Path, default=RESULTS / "scheduling_bench")
     args = p.parse_args(argv)
     ar = args.ar_twin if str(args.ar_twin) and (Path(args.ar_twin) / "config.json").exists() else None
@@ -178,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         f"# Scheduling bench (shipped toy, CPU)\n\n`python bench/scheduling_bench.py "
         f"{' '.join(argv if argv is not None else sys.argv[1:])}`; commit {commit}; "
         f"{platform.machine()}, {os.cpu_count()} cores, torch threads default; {time.time() - t0:.0f} s total. "
-        f"Throughput rows: first {args.limit} held-out examples, greedy, max_new_tokens 96."
+        f"Throughput rows: first {args.limit} held-out examples, greedy, max_new_tokens 96. "
+        f"Every timing is the median of {args.repeats} runs (all runs in the .json)."
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"header": header, "rows": rows}, indent=1) + "\n")
