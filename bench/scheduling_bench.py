@@ -97,7 +97,7 @@ def run_config(name: str, model: Path, server_args: list[str], args: argparse.Na
     try:
         requests.post(server.url + "/generate", json={"text": "warm up", "sampling_params": {"max_new_tokens": 8}}, timeout=300)
         prefill = [
-            _median_run([ttft(server.url, n, seed=1000 * r + n) for r in range(args.repeats)], "ttft_s")
+            _median_run([ttft(server.url, n, seed=100_000 * (r + 1) + n) for r in range(args.repeats)], "ttft_s")
             for n in args.prompt_lens
         ]
         runs = []
