@@ -33,7 +33,6 @@ from functools import lru_cache
 from typing import Any, Callable
 
 _DLLM = "sglang.srt.dllm"
-_BIG = 1 << 62
 
 
 def register_hooks() -> None:
