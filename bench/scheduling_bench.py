@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -81,6 +82,27 @@ def ttft(url: str, n_tokens: int, seed: int) -> dict[str, Any]:
     }
 
 
+_BATCH_LINE = re.compile(r"Prefill batch, #new-seq: (\d+), #new-token: (\d+)")
+
+
+def forward_work(log: str, wall_s: float) -> dict[str, Any]:
+    """What the model did during one eval run, from SGLang's per-forward "Prefill batch" log
+    lines (every dLLM forward, prompt or denoising, is logged as one): batch forwards, token
+    positions computed, and their rates. Diffusion servers only: an AR server logs its decode
+    steps only every 40th step."""
+    batches = [(int(a), int(b)) for a, b in _BATCH_LINE.findall(log)]
+    if not batches:
+        return {}
+    positions = sum(b for _, b in batches)
+    return {
+        "batch_forwards": len(batches),
+        "positions": positions,
+        "positions_per_forward": positions / len(batches),
+        "ms_per_forward": 1000.0 * wall_s / len(batches),
+        "positions_per_s": positions / wall_s,
+    }
+
+
 def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """The run with the median `key` (odd counts; the lower middle for even), all repeats listed."""
     ordered = sorted(runs, key=lambda r: r[key])
@@ -102,7 +124,12 @@ def run_config(name: str, model: Path, server_args: list[str], args: argparse.Na
         ]
         runs = []
         for c in args.concurrency:
-            reps = [evaluate(server.url, "heldout", concurrency=c, limit=args.limit)[0] for _ in range(args.repeats)]
+            reps = []
+            for _ in range(args.repeats):
+                start = len(server.log())
+                summary = evaluate(server.url, "heldout", concurrency=c, limit=args.limit)[0]
+                work = forward_work(server.log()[start:], summary["wall_s"]) if summary["tpf"] is not None else {}
+                reps.append({**summary, **work})
             runs.append({"concurrency": c, **_median_run(reps, "output_tokens_per_s")})
     finally:
         server.stop()
@@ -135,6 +162,18 @@ def write_table(rows: list[dict[str, Any]], path: Path, header: str) -> None:
             tpf = "-" if t["tpf"] is None else f"{t['tpf']:.2f}"
             cells.append(f"{t['output_tokens_per_s']:.1f} / {t['accuracy']:.3f} / {tpf}")
         lines.append(f"| {c['concurrency']} | " + " | ".join(cells) + " |")
+    dllm = [r for r in rows if r["throughput"][0].get("batch_forwards") is not None]
+    if dllm:
+        lines += ["", "## Model work per held-out run (from SGLang's per-forward log lines)", ""]
+        lines += ["Batch forwards / token positions per forward / ms per forward / positions per second.", ""]
+        lines += ["| concurrency | " + " | ".join(r["name"] for r in dllm) + " |"]
+        lines += ["|---:|" + "---:|" * len(dllm)]
+        for i, c in enumerate(rows[0]["throughput"]):
+            cells = []
+            for r in dllm:
+                t = r["throughput"][i]
+                cells.append(f"{t['batch_forwards']} / {t['positions_per_forward']:.0f} / {t['ms_per_forward']:.0f} / {t['positions_per_s']:.0f}")
+            lines.append(f"| {c['concurrency']} | " + " | ".join(cells) + " |")
     ours = _by(rows, "ours")
     if ours is not None:
         lines += ["", "## Ratios (ours / other, output tokens/s)", ""]
