@@ -23,7 +23,7 @@ Prefill: one streaming request per prompt length (random byte ids, distinct per 
 repeat so that nothing is in the radix cache), `max_new_tokens 1`; TTFT = time to the first
 streamed chunk, and `dllm_prefill_forwards` from its `meta_info`. Throughput: `sglang-llada eval`
 on the first `--limit` held-out examples at each concurrency (output tokens/s over the wall time,
-exact match). This 2-core machine's timings vary by +-30% from run to run, so every timing is the
+exact match), each run from an empty radix cache (`/flush_cache`). This 2-core machine's timings vary by +-30% from run to run, so every timing is the
 median of `--repeats` runs (accuracy and TPF are the same in every run: greedy decoding).
 """
 
@@ -126,6 +126,8 @@ def run_config(name: str, model: Path, server_args: list[str], args: argparse.Na
         for c in args.concurrency:
             reps = []
             for _ in range(args.repeats):
+                # Every repeat starts from an empty radix cache: the prompts are encoded each time.
+                requests.post(server.url + "/flush_cache", timeout=60).raise_for_status()
                 start = len(server.log())
                 summary = evaluate(server.url, "heldout", concurrency=c, limit=args.limit)[0]
                 work = forward_work(server.log()[start:], summary["wall_s"]) if summary["tpf"] is not None else {}
