@@ -23,8 +23,10 @@ Prefill: one streaming request per prompt length (random byte ids, distinct per 
 repeat so that nothing is in the radix cache), `max_new_tokens 1`; TTFT = time to the first
 streamed chunk, and `dllm_prefill_forwards` from its `meta_info`. Throughput: `sglang-llada eval`
 on the first `--limit` held-out examples at each concurrency (output tokens/s over the wall time,
-exact match), each run from an empty radix cache (`/flush_cache`). This 2-core machine's timings vary by +-30% from run to run, so every timing is the
-median of `--repeats` runs (accuracy and TPF are the same in every run: greedy decoding).
+exact match), each run from an empty radix cache (`/flush_cache`), and the model's work in each
+run (batch forwards, token positions) from SGLang's per-forward log lines. This 2-core machine's
+timings vary by +-30% from run to run, so every timing is the median of `--repeats` runs
+(accuracy and TPF are the same in every run: greedy decoding).
 """
 
 from __future__ import annotations
