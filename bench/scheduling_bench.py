@@ -84,7 +84,7 @@ def ttft(url: str, n_tokens: int, seed: int) -> dict[str, Any]:
     }
 
 
-_BATCH_LINE = re.compile(r"Prefill batch, #new-seq: (\d+), #new-token: (\d+)")
+_BATCH_LINE = re.compile(r"Prefill batch, #new-seq: \d+, #new-token: (\d+)")
 
 
 def forward_work(log: str, wall_s: float) -> dict[str, Any]:
@@ -92,10 +92,10 @@ def forward_work(log: str, wall_s: float) -> dict[str, Any]:
     lines (every dLLM forward, prompt or denoising, is logged as one): batch forwards, token
     positions computed, and their rates. Diffusion servers only: an AR server logs its decode
     steps only every 40th step."""
-    batches = [(int(a), int(b)) for a, b in _BATCH_LINE.findall(log)]
+    batches = [int(n) for n in _BATCH_LINE.findall(log)]  # token positions of each forward
     if not batches:
         return {}
-    positions = sum(b for _, b in batches)
+    positions = sum(batches)
     return {
         "batch_forwards": len(batches),
         "positions": positions,

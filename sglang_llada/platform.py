@@ -91,12 +91,10 @@ def _make_platform_class() -> type:
             for phase in (Phase.DECODE, Phase.PREFILL):
                 graphs = with_phase(graphs, phase, backend=Backend.DISABLED)
             server_args.cuda_graph_config = graphs
-            if not getattr(server_args, "sleep_on_idle", False):
-                # An idle scheduler otherwise polls its sockets in a busy loop and holds one
-                # core at ~90%; on a 2-core laptop that halves the speed of everything else.
-                # SGLang's own IdleSleeper blocks in zmq.Poller instead (wakes on the first
-                # message, so no added latency).
-                server_args.sleep_on_idle = True
+            # An idle scheduler otherwise polls its sockets in a busy loop and holds one core at
+            # ~90%; on a 2-core laptop that halves the speed of everything else. SGLang's own
+            # IdleSleeper blocks in zmq.Poller instead (wakes on the first message, no added latency).
+            server_args.sleep_on_idle = True
             if getattr(server_args, "max_total_tokens", None) is None:
                 # SGLang sizes the KV pool from free host RAM (15 GB on a 24 GB laptop), which
                 # takes seconds to allocate and starves a second server. Cap it; the user

@@ -132,7 +132,8 @@ def test_idle_server_does_not_hold_a_core(default_server) -> None:
     assert info["sleep_on_idle"] is True
     generate(default_server.url, {"text": PROMPT, "sampling_params": {"max_new_tokens": 4}})
     time.sleep(2.0)  # the request is done and the scheduler has gone idle
-    procs = [psutil.Process(default_server.proc.pid), *psutil.Process(default_server.proc.pid).children(recursive=True)]
+    root = psutil.Process(default_server.proc.pid)
+    procs = [root, *root.children(recursive=True)]
     before = {p.pid: sum(p.cpu_times()[:2]) for p in procs}
     time.sleep(3.0)
     used = sum(sum(p.cpu_times()[:2]) - before[p.pid] for p in procs)
