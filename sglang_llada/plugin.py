@@ -133,6 +133,9 @@ def _register_hooks() -> None:
     from sglang_llada.streaming import register_hooks as register_streaming
 
     register_streaming()
+    from sglang_llada.admission import register_hooks as register_admission
+
+    register_admission()
 
     register_forward_stats()
 

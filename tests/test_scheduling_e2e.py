@@ -23,6 +23,7 @@ import pytest
 import requests
 
 import reference_llada2 as ref
+from server_checks import idle_and_clean
 from sglang_llada.eval import render_prompts
 from sglang_llada.server_process import Server, generate, launch
 from sglang_llada.toy import TRAINED_TOY_DIR
@@ -81,22 +82,6 @@ def _stream(url: str, payload: dict, on_chunk=None, timeout: Any = 300) -> list[
             if on_chunk is not None and on_chunk(len(chunks) - 1, chunks[-1]) is False:
                 break
     return chunks
-
-
-def _idle_and_clean(srv: Server, timeout: float = 120) -> None:
-    """Waits until the scheduler is fully idle (SGLang's /flush_cache only succeeds then), then checks
-    the strict idle leak check never fired and the server still answers."""
-    deadline = time.time() + timeout
-    while True:
-        r = requests.post(srv.url + "/flush_cache", timeout=30)
-        if r.status_code == 200:
-            break
-        assert time.time() < deadline, f"server not idle after {timeout}s: {r.text}"
-        time.sleep(0.5)
-    assert srv.proc.poll() is None, srv.log()[-4000:]
-    assert "memory leak detected" not in srv.log()
-    out = generate(srv.url, {"text": "hi", "sampling_params": {"max_new_tokens": 4}})
-    assert out["meta_info"]["completion_tokens"] >= 1
 
 
 # ------------------------------------------------------------------------------------------
@@ -257,7 +242,7 @@ def test_aborting_running_and_queued_requests_frees_everything(server: Server) -
         last = results[rid][-1]
         assert last["meta_info"]["finish_reason"]["type"] == "abort", (rid, last)
         assert last["meta_info"]["completion_tokens"] < LONG["max_new_tokens"]
-    _idle_and_clean(server)
+    idle_and_clean(server)
     assert _aborted_total(server) - aborted_before == 6
     assert generate(server.url, probe)["output_ids"] == before
 
@@ -316,6 +301,6 @@ def test_200_mixed_requests_leave_no_leak(server: Server) -> None:
         elif kind == "short":
             n = value["meta_info"]["completion_tokens"]
             assert value["meta_info"]["finish_reason"]["type"] in ("length", "stop") and n >= 1
-    _idle_and_clean(server)
+    idle_and_clean(server)
     for j, text in list(greedy.items())[:4]:
         assert generate(server.url, {"text": prompts[j], "sampling_params": {"max_new_tokens": 120}})["text"] == text

@@ -1,0 +1,25 @@
+"""Checks on a live test server, shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+
+from sglang_llada.server_process import Server, generate
+
+
+def idle_and_clean(srv: Server, timeout: float = 120) -> None:
+    """Waits until the scheduler is fully idle (SGLang's /flush_cache only succeeds then), then checks
+    the strict idle leak check never fired and the server still answers."""
+    deadline = time.time() + timeout
+    while True:
+        r = requests.post(srv.url + "/flush_cache", timeout=30)
+        if r.status_code == 200:
+            break
+        assert time.time() < deadline, f"server not idle after {timeout}s: {r.text}"
+        time.sleep(0.5)
+    assert srv.proc.poll() is None, srv.log()[-4000:]
+    assert "memory leak detected" not in srv.log()
+    out = generate(srv.url, {"text": "hi", "sampling_params": {"max_new_tokens": 4}})
+    assert out["meta_info"]["completion_tokens"] >= 1

@@ -1,0 +1,78 @@
+"""A KV pool far smaller than the requests in flight (CPU, real servers): requests wait for memory
+instead of killing the scheduler, answers equal those given alone, aborts under pressure free
+everything, and the pool is back to idle with SGLang's strict leak check silent.
+
+SGLang 0.5.23's dLLM scheduler dies here with "Prefill out of memory", for our algorithm and its
+own `LowConfidence` alike; `sglang_llada/admission.py` says why and what the plugin does.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+from server_checks import idle_and_clean
+from sglang_llada.server_process import Server, generate, launch
+from sglang_llada.toy import TRAINED_TOY_DIR
+
+POOL = 1536  # KV tokens: two of the requests below at a time, at most
+MAX_NEW = 96
+
+
+@pytest.fixture(scope="module", params=["ours", "in-tree LowConfidence"])
+def server(request, tmp_path_factory, neutral_dir: Path) -> Iterator[Server]:
+    extra = ["--dllm-algorithm", "LowConfidence"] if request.param != "ours" else []
+    log = tmp_path_factory.mktemp("logs") / "kv_pressure.log"
+    srv = launch(
+        TRAINED_TOY_DIR,
+        ["--dtype", "float32", "--max-total-tokens", str(POOL), *extra],
+        neutral_dir,
+        log,
+        env_overrides={"SGLANG_ENABLE_STRICT_MEM_CHECK_DURING_IDLE": "1"},
+    )
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _one(url: str, ids: list[int], rid: str | None = None, max_new: int = MAX_NEW) -> dict[str, Any]:
+    payload: dict[str, Any] = {"input_ids": ids, "sampling_params": {"max_new_tokens": max_new, "ignore_eos": True}}
+    if rid is not None:
+        payload["rid"] = rid
+    return generate(url, payload, timeout=600)
+
+
+def test_requests_wait_for_memory_and_answer_as_alone(server: Server) -> None:
+    rng = random.Random(0)
+    prompts = [[rng.randrange(0, 256) for _ in range(rng.randrange(300, 600))] for _ in range(8)]
+    demand = sum(len(p) + MAX_NEW for p in prompts)
+    assert demand > 2.5 * POOL  # the pool holds at most two of them at a time
+    alone = [_one(server.url, p)["output_ids"] for p in prompts[:3]]
+
+    # 8 at once, plus two longer ones aborted while they wait for memory (or run).
+    aborted = [f"pressure-abort-{i}" for i in range(2)]
+    timer = threading.Timer(
+        1.5, lambda: [requests.post(server.url + "/abort_request", json={"rid": r}, timeout=30) for r in aborted]
+    )
+    with ThreadPoolExecutor(10) as pool:
+        futures = [pool.submit(_one, server.url, p) for p in prompts]
+        futures += [pool.submit(_one, server.url, prompts[i][:-7], rid, 320) for i, rid in enumerate(aborted)]
+        timer.start()
+        outs = [f.result() for f in futures]
+    timer.join()
+
+    assert server.proc.poll() is None, server.log()[-4000:]
+    for out in outs[:8]:
+        assert out["meta_info"]["finish_reason"]["type"] == "length"
+        assert len(out["output_ids"]) == MAX_NEW
+    assert [o["output_ids"] for o in outs[:3]] == alone  # batched under pressure == alone
+    assert [o["meta_info"]["finish_reason"]["type"] for o in outs[8:]] == ["abort", "abort"]
+    assert "out of memory" not in server.log()
+    idle_and_clean(server)
