@@ -163,3 +163,23 @@ def test_streaming_skips_requests_with_nothing_new() -> None:
     assert not nothing_new(req(True, False, 64, 32))  # a block committed since the last chunk
     assert not nothing_new(req(True, True, 32, 32))  # finished (or aborted): always sent
     assert not nothing_new(req(False, False, 5, 5))  # autoregressive requests are left alone
+
+
+def test_admission_reserves_whole_blocks_to_the_request_end() -> None:
+    from types import SimpleNamespace
+
+    from sglang_llada.admission import future_tokens
+
+    def req(prompt: int, max_new: int, prefix: int, out: int = 0) -> SimpleNamespace:
+        return SimpleNamespace(origin_input_ids=[0] * prompt, output_ids=[0] * out, prefix_len=prefix,
+                               sampling_params=SimpleNamespace(max_new_tokens=max_new))
+
+    # A 497-token prompt with 96 new tokens ends inside block 19 (608 = 19 * 32): from nothing
+    # cached that is 608 tokens; after its 480-token prompt prefill, 128.
+    assert future_tokens(req(497, 96, 0), 32, 4096) == 608
+    assert future_tokens(req(497, 96, 480), 32, 4096) == 128
+    # Mid-decode: the KV held (prefix) counts, committed output is already inside it.
+    assert future_tokens(req(497, 96, 544, out=47), 32, 4096) == 64
+    # Finished or over-long: never negative; max_new_tokens is clipped as SGLang clips it.
+    assert future_tokens(req(100, 10, 128, out=10), 32, 4096) == 0
+    assert future_tokens(req(10, 10_000, 0), 32, 64) == 96
