@@ -20,7 +20,6 @@ import random
 import time
 
 import torch
-import torch.nn.functional as F
 
 from sglang_llada.toy import tasks
 from sglang_llada.toy import train as T
@@ -100,15 +99,7 @@ def main() -> None:
         b = T.diffusion_batch([(enc.prompt_ids(e), enc.answer_ids(e)) for e in next(batches)], enc, g)
         for group in opt.param_groups:
             group["lr"] = T.lr_at(step, cfg)
-        logits = model(b.ids, b.positions, b.allowed)  # [B, T, V]
-        ce = F.cross_entropy(logits.flatten(0, 1), b.targets.flatten(), ignore_index=-100, reduction="none")
-        loss = (ce * b.weights.flatten()).sum() / b.n_answer_tokens
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        model.update_expert_bias(cfg.expert_bias_rate)
-        losses.append(float(loss.detach()))
+        losses.append(T.optimizer_step(model, opt, b, cfg))
         if (step + 1) % a.every == 0:
             row = {"step": step + 1, "seconds": round(time.time() - t0), "loss_avg50": round(sum(losses[-50:]) / len(losses[-50:]), 3)}
             print(json.dumps({**row, **evaluate(model, enc, probe)}), flush=True)

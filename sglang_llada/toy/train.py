@@ -212,6 +212,20 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def optimizer_step(model: Any, opt: torch.optim.Optimizer, batch: Batch, cfg: TrainConfig) -> float:
+    """One step on `batch`: weighted cross-entropy per answer token, clipped AdamW update, then
+    the router's expert-bias update (aux-loss-free balancing). Returns the loss."""
+    logits = model(batch.ids, batch.positions, batch.allowed)  # [B, T, V]
+    ce = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=-100, reduction="none")
+    loss = (ce * batch.weights.flatten()).sum() / batch.n_answer_tokens
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    model.update_expert_bias(cfg.expert_bias_rate)
+    return float(loss.detach())
+
+
 def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
@@ -241,17 +255,7 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str
         batch = diffusion_batch(samples, enc, g) if diffusion else ar_batch(samples, enc)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        logits = model(batch.ids, batch.positions, batch.allowed)  # [B, T, V]
-        ce = F.cross_entropy(
-            logits.flatten(0, 1), batch.targets.flatten(), ignore_index=-100, reduction="none"
-        )
-        loss = (ce * batch.weights.flatten()).sum() / batch.n_answer_tokens
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        model.update_expert_bias(cfg.expert_bias_rate)
-        losses.append(float(loss.detach()))
+        losses.append(optimizer_step(model, opt, batch, cfg))
         if step % 10 == 0 or step == cfg.steps - 1:
             bar.set_postfix(stage="diffusion" if diffusion else "ar", loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
 
