@@ -19,8 +19,12 @@ hook (HookRegistry, no patch):
    is charged only the tokens it extends now. AROUND `process_dllm_incoming_reqs` the adder's
    reservation is set to what every admitted request may still write (`future_tokens`), and
    AROUND `_commit_prefill_admission` / `_add_dllm_req` a request admitted in this round adds its
-   own, so the next candidate in the same round sees it. A request that does not fit waits in
-   the queue, as SGLang does for autoregressive models; it is never dropped.
+   own, so the next candidate in the same round sees it. SGLang's own check then compares a new
+   request's prompt + `max_new_tokens` against that budget; AROUND `add_one_req` the plugin
+   makes the same check in whole blocks (the last block is allocated whole) and also for the
+   `ignore_eos` path taken with the radix cache disabled, which checks only the prompt. A
+   request that does not fit waits in the queue, as SGLang does for autoregressive models; it
+   is never dropped.
 3. Running requests starve. A round serves prompt blocks first and denoising blocks only when no
    prompt waits, so a waiting prompt that does not fit would leave every round empty (and the
    scheduler, whose idle check ignores the dLLM queue, would stop on a "memory leak").

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Iterator
 
 import requests
 
-from sglang_llada.server_process import Server, generate
+from sglang_llada.server_process import Server, generate, launch
+
+
+def strict_server(model: Path, args: list[str], cwd: Path, log: Path) -> Iterator[Server]:
+    """A server with SGLang's strict idle memory check on (a KV or request-slot leak raises in
+    the scheduler when it goes idle, and the server dies), stopped when the fixture ends."""
+    srv = launch(model, args, cwd, log, env_overrides={"SGLANG_ENABLE_STRICT_MEM_CHECK_DURING_IDLE": "1"})
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 def idle_and_clean(srv: Server, timeout: float = 120) -> None:

@@ -17,8 +17,8 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from server_checks import idle_and_clean
-from sglang_llada.server_process import Server, generate, launch
+from server_checks import idle_and_clean, strict_server
+from sglang_llada.server_process import Server, generate
 from sglang_llada.toy import TRAINED_TOY_DIR
 
 POOL = 1536  # KV tokens: two of the requests below at a time, at most
@@ -29,17 +29,8 @@ MAX_NEW = 96
 def server(request, tmp_path_factory, neutral_dir: Path) -> Iterator[Server]:
     extra = ["--dllm-algorithm", "LowConfidence"] if request.param != "ours" else []
     log = tmp_path_factory.mktemp("logs") / "kv_pressure.log"
-    srv = launch(
-        TRAINED_TOY_DIR,
-        ["--dtype", "float32", "--max-total-tokens", str(POOL), *extra],
-        neutral_dir,
-        log,
-        env_overrides={"SGLANG_ENABLE_STRICT_MEM_CHECK_DURING_IDLE": "1"},
-    )
-    try:
-        yield srv
-    finally:
-        srv.stop()
+    args = ["--dtype", "float32", "--max-total-tokens", str(POOL), *extra]
+    yield from strict_server(TRAINED_TOY_DIR, args, neutral_dir, log)
 
 
 def _one(url: str, ids: list[int], rid: str | None = None, max_new: int = MAX_NEW) -> dict[str, Any]:

@@ -23,9 +23,9 @@ import pytest
 import requests
 
 import reference_llada2 as ref
-from server_checks import idle_and_clean
+from server_checks import idle_and_clean, strict_server
 from sglang_llada.eval import render_prompts
-from sglang_llada.server_process import Server, generate, launch
+from sglang_llada.server_process import Server, generate
 from sglang_llada.toy import TRAINED_TOY_DIR
 from sglang_llada.toy.tasks import heldout_split
 
@@ -37,18 +37,9 @@ CHUNK = 512
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, neutral_dir: Path) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("logs") / "scheduling.log"
-    srv = launch(
-        TRAINED_TOY_DIR,
-        ["--dtype", "float32", "--max-running-requests", str(MAX_RUNNING), "--chunked-prefill-size", str(CHUNK),
-         "--enable-metrics"],
-        neutral_dir,
-        log,
-        env_overrides={"SGLANG_ENABLE_STRICT_MEM_CHECK_DURING_IDLE": "1"},
-    )
-    try:
-        yield srv
-    finally:
-        srv.stop()
+    args = ["--dtype", "float32", "--max-running-requests", str(MAX_RUNNING), "--chunked-prefill-size", str(CHUNK),
+            "--enable-metrics"]
+    yield from strict_server(TRAINED_TOY_DIR, args, neutral_dir, log)
 
 
 @pytest.fixture(scope="module")
