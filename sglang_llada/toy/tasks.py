@@ -42,7 +42,7 @@ TRAIN_MIX: dict[str, float] = {"text": 0.5, "arith": 0.5}
 # forming (docs/toy-model.md). Where one of the two is 0, the answer digit is a copy of the other:
 # attention learns the digit alignment as fast as copying, and the pair lookup follows.
 ARITH_SPARSE_SHARE = 0.5
-ARITH_ZERO_P = 0.5
+ARITH_ZERO_P = 0.7
 HELDOUT_SEED = 20261122
 HELDOUT_PER_TASK = 48
 TEXT_LEN = 72
