@@ -26,12 +26,12 @@ from sglang_llada.toy import train as T
 from sglang_llada.toy.torch_model import ToyLLaDA2
 
 
-def make_generators(digits: int, reverse: bool, sparse_share: float = 0.0):
+def make_generators(digits: int, reverse: bool, sparse_share: float = 0.0, zero_p: float = tasks.ARITH_ZERO_P):
     def fmt(s: str) -> str:
         return s[::-1] if reverse else s
 
     def pair(rng: random.Random) -> tuple[int, int]:
-        return tasks.operands(rng, sparse_share, digits)
+        return tasks.operands(rng, sparse_share, digits, zero_p)
 
     def add(rng: random.Random) -> tasks.Example:
         x, y = pair(rng)
@@ -85,8 +85,7 @@ def main() -> None:
     a = p.parse_args()
 
     add, sub = make_generators(a.digits, a.format == "rev")  # the probe set: uniform digits
-    tasks.ARITH_ZERO_P = a.zero_p
-    train_add, train_sub = make_generators(a.digits, a.format == "rev", a.sparse_share)
+    train_add, train_sub = make_generators(a.digits, a.format == "rev", a.sparse_share, a.zero_p)
     tasks.TRAIN_GENERATORS.update(add=train_add, sub=train_sub)
     tasks.TRAIN_MIX.clear()
     tasks.TRAIN_MIX["arith"] = 1.0

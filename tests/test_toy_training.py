@@ -31,15 +31,19 @@ def test_heldout_is_balanced_deterministic_and_disjoint_from_training() -> None:
     assert train[:50] == list(itertools.islice(tasks.train_stream(0), 50))
 
 
+def _assert_arithmetic_is_right(ex: tasks.Example) -> None:
+    a, b = ex.prompt.split(": ", 1)[1].split("+" if ex.task == "add" else "-")
+    assert len(a) == len(b) == tasks.DIGITS  # fixed width, zero-padded
+    want = int(a) + int(b) if ex.task == "add" else int(a) - int(b)
+    assert want >= 0 and int(ex.answer) == want
+    assert len(ex.answer) == tasks.DIGITS + (ex.task == "add")
+
+
 def test_answers_are_right() -> None:
     for ex in tasks.heldout_split():
         body = ex.prompt.split(": ", 1)[1]
         if ex.task in ("add", "sub"):
-            a, b = body.split("+" if ex.task == "add" else "-")
-            assert len(a) == len(b) == tasks.DIGITS  # fixed width, zero-padded
-            want = int(a) + int(b) if ex.task == "add" else int(a) - int(b)
-            assert want >= 0 and int(ex.answer) == want
-            assert len(ex.answer) == tasks.DIGITS + (ex.task == "add")
+            _assert_arithmetic_is_right(ex)
         else:
             assert len(body) == tasks.TEXT_LEN and body == body.strip()
             want = {"copy": body, "upper": body.upper(), "lower": body.lower()}[ex.task]
@@ -65,10 +69,7 @@ def test_training_arithmetic_has_zeroed_digits_and_heldout_does_not() -> None:
     assert len(train) > 1000 and abs(zero_share(train) - want) < 0.03
     assert abs(zero_share(held) - 0.1) < 0.04
     for ex in train[:500]:
-        a, b = ex.prompt.split(": ", 1)[1].split("+" if ex.task == "add" else "-")
-        assert len(a) == len(b) == tasks.DIGITS
-        assert int(ex.answer) == (int(a) + int(b) if ex.task == "add" else int(a) - int(b)) >= 0
-        assert len(ex.answer) == tasks.DIGITS + (ex.task == "add")
+        _assert_arithmetic_is_right(ex)
 
 
 def test_answers_span_one_to_four_blocks_at_fixed_offsets(enc: Encoder) -> None:

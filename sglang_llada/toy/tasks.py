@@ -87,14 +87,16 @@ def _lower(rng: random.Random) -> Example:
     return Example("lower", f"Lower: {s.upper()}", s)
 
 
-def operands(rng: random.Random, sparse_share: float, digits: int = DIGITS) -> tuple[int, int]:
+def operands(
+    rng: random.Random, sparse_share: float, digits: int = DIGITS, zero_p: float = ARITH_ZERO_P
+) -> tuple[int, int]:
     """Two `digits`-digit operands: uniform, or (with probability sparse_share) with each digit
-    zeroed with probability ARITH_ZERO_P."""
+    zeroed with probability zero_p."""
     if sparse_share <= 0.0 or rng.random() >= sparse_share:  # uniform draws: the held-out split as before
         return rng.randrange(10**digits), rng.randrange(10**digits)
 
     def sparse() -> int:
-        return int("".join("0" if rng.random() < ARITH_ZERO_P else str(rng.randrange(10)) for _ in range(digits)))
+        return int("".join("0" if rng.random() < zero_p else str(rng.randrange(10)) for _ in range(digits)))
 
     return sparse(), sparse()
 
