@@ -26,16 +26,19 @@ from sglang_llada.toy import train as T
 from sglang_llada.toy.torch_model import ToyLLaDA2
 
 
-def make_generators(digits: int, reverse: bool):
+def make_generators(digits: int, reverse: bool, sparse_share: float = 0.0, zero_p: float = tasks.ARITH_ZERO_P):
     def fmt(s: str) -> str:
         return s[::-1] if reverse else s
 
+    def pair(rng: random.Random) -> tuple[int, int]:
+        return tasks.operands(rng, sparse_share, digits, zero_p)
+
     def add(rng: random.Random) -> tasks.Example:
-        x, y = rng.randrange(10**digits), rng.randrange(10**digits)
+        x, y = pair(rng)
         return tasks.Example("add", f"Add: {x:0{digits}d}+{y:0{digits}d}", fmt(f"{x + y:0{digits + 1}d}"))
 
     def sub(rng: random.Random) -> tasks.Example:
-        x, y = sorted((rng.randrange(10**digits), rng.randrange(10**digits)), reverse=True)
+        x, y = sorted(pair(rng), reverse=True)
         return tasks.Example("sub", f"Sub: {x:0{digits}d}-{y:0{digits}d}", fmt(f"{x - y:0{digits}d}"))
 
     return add, sub
@@ -77,10 +80,13 @@ def main() -> None:
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--lr", type=float, default=T.TrainConfig.lr)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--sparse-share", type=float, default=tasks.ARITH_SPARSE_SHARE, help="share of training pairs with zeroed digits")
+    p.add_argument("--zero-p", type=float, default=tasks.ARITH_ZERO_P, help="chance each digit of such a pair is 0")
     a = p.parse_args()
 
-    add, sub = make_generators(a.digits, a.format == "rev")
-    tasks.GENERATORS.update(add=add, sub=sub)
+    add, sub = make_generators(a.digits, a.format == "rev")  # the probe set: uniform digits
+    train_add, train_sub = make_generators(a.digits, a.format == "rev", a.sparse_share, a.zero_p)
+    tasks.TRAIN_GENERATORS.update(add=train_add, sub=train_sub)
     tasks.TRAIN_MIX.clear()
     tasks.TRAIN_MIX["arith"] = 1.0
     torch.set_num_threads(a.threads)

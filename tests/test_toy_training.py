@@ -31,15 +31,19 @@ def test_heldout_is_balanced_deterministic_and_disjoint_from_training() -> None:
     assert train[:50] == list(itertools.islice(tasks.train_stream(0), 50))
 
 
+def _assert_arithmetic_is_right(ex: tasks.Example) -> None:
+    a, b = ex.prompt.split(": ", 1)[1].split("+" if ex.task == "add" else "-")
+    assert len(a) == len(b) == tasks.DIGITS  # fixed width, zero-padded
+    want = int(a) + int(b) if ex.task == "add" else int(a) - int(b)
+    assert want >= 0 and int(ex.answer) == want
+    assert len(ex.answer) == tasks.DIGITS + (ex.task == "add")
+
+
 def test_answers_are_right() -> None:
     for ex in tasks.heldout_split():
         body = ex.prompt.split(": ", 1)[1]
         if ex.task in ("add", "sub"):
-            a, b = body.split("+" if ex.task == "add" else "-")
-            assert len(a) == len(b) == tasks.DIGITS  # fixed width, zero-padded
-            want = int(a) + int(b) if ex.task == "add" else int(a) - int(b)
-            assert want >= 0 and int(ex.answer) == want
-            assert len(ex.answer) == tasks.DIGITS + (ex.task == "add")
+            _assert_arithmetic_is_right(ex)
         else:
             assert len(body) == tasks.TEXT_LEN and body == body.strip()
             want = {"copy": body, "upper": body.upper(), "lower": body.lower()}[ex.task]
@@ -47,6 +51,25 @@ def test_answers_are_right() -> None:
     first = tasks.heldout_split()[0]
     assert tasks.is_correct(first, f"  {first.answer}\n")
     assert not tasks.is_correct(first, first.answer + "x")
+
+
+def test_training_arithmetic_has_zeroed_digits_and_heldout_does_not() -> None:
+    """A share of training pairs has digits zeroed (the alignment curriculum); the held-out split
+    draws every digit uniformly. Both keep the fixed zero-padded layout and right answers."""
+
+    def zero_share(examples: list[tasks.Example]) -> float:
+        digits = "".join(e.prompt.split(": ", 1)[1].replace("+", "").replace("-", "") for e in examples)
+        return digits.count("0") / len(digits)
+
+    train = [e for e in itertools.islice(tasks.train_stream(0), 6000) if e.task in ("add", "sub")]
+    held = [e for e in tasks.heldout_split() if e.task in ("add", "sub")]
+    # P(digit == 0): 0.1 when uniform; share * (zero_p + (1 - zero_p) * 0.1) + (1 - share) * 0.1.
+    p, z = tasks.ARITH_SPARSE_SHARE, tasks.ARITH_ZERO_P
+    want = p * (z + (1 - z) * 0.1) + (1 - p) * 0.1
+    assert len(train) > 1000 and abs(zero_share(train) - want) < 0.03
+    assert abs(zero_share(held) - 0.1) < 0.04
+    for ex in train[:500]:
+        _assert_arithmetic_is_right(ex)
 
 
 def test_answers_span_one_to_four_blocks_at_fixed_offsets(enc: Encoder) -> None:

@@ -35,6 +35,14 @@ TASK_NAMES: tuple[str, ...] = ("copy", "upper", "lower", "add", "sub")
 FAMILIES: dict[str, tuple[str, ...]] = {"text": ("copy", "upper", "lower"), "arith": ("add", "sub")}
 # Share of training batches per family; the held-out split is balanced (HELDOUT_PER_TASK each).
 TRAIN_MIX: dict[str, float] = {"text": 0.5, "arith": 0.5}
+# Training only (the held-out split stays uniform): ARITH_SPARSE_SHARE of the arithmetic pairs have
+# each operand digit zeroed with probability ARITH_ZERO_P. Why: a digit of a sum mod 10 tells
+# nothing about either operand digit alone, so at first no gradient points attention at the two
+# digits it must combine, and that plateau is what kept the toy's sums and differences from
+# forming (docs/toy-model.md). Where one of the two is 0, the answer digit is a copy of the other:
+# attention learns the digit alignment as fast as copying, and the pair lookup follows.
+ARITH_SPARSE_SHARE = 0.5
+ARITH_ZERO_P = 0.7
 HELDOUT_SEED = 20261122
 HELDOUT_PER_TASK = 48
 TEXT_LEN = 72
@@ -79,18 +87,39 @@ def _lower(rng: random.Random) -> Example:
     return Example("lower", f"Lower: {s.upper()}", s)
 
 
-def _add(rng: random.Random) -> Example:
-    a, b = rng.randrange(10**DIGITS), rng.randrange(10**DIGITS)
+def operands(
+    rng: random.Random, sparse_share: float, digits: int = DIGITS, zero_p: float = ARITH_ZERO_P
+) -> tuple[int, int]:
+    """Two `digits`-digit operands: uniform, or (with probability sparse_share) with each digit
+    zeroed with probability zero_p."""
+    if sparse_share <= 0.0 or rng.random() >= sparse_share:  # uniform draws: the held-out split as before
+        return rng.randrange(10**digits), rng.randrange(10**digits)
+
+    def sparse() -> int:
+        return int("".join("0" if rng.random() < zero_p else str(rng.randrange(10)) for _ in range(digits)))
+
+    return sparse(), sparse()
+
+
+def _add(rng: random.Random, sparse_share: float = 0.0) -> Example:
+    a, b = operands(rng, sparse_share)
     return Example("add", f"Add: {a:0{DIGITS}d}+{b:0{DIGITS}d}", f"{a + b:0{DIGITS + 1}d}")
 
 
-def _sub(rng: random.Random) -> Example:
-    a, b = sorted((rng.randrange(10**DIGITS), rng.randrange(10**DIGITS)), reverse=True)
+def _sub(rng: random.Random, sparse_share: float = 0.0) -> Example:
+    a, b = sorted(operands(rng, sparse_share), reverse=True)
     return Example("sub", f"Sub: {a:0{DIGITS}d}-{b:0{DIGITS}d}", f"{a - b:0{DIGITS}d}")
 
 
+# Evaluation draws (held-out split): every digit uniform.
 GENERATORS: dict[str, Callable[[random.Random], Example]] = {
     "copy": _copy, "upper": _upper, "lower": _lower, "add": _add, "sub": _sub,
+}
+# Training draws: the same tasks, with ARITH_SPARSE_SHARE of the arithmetic pairs sparse.
+TRAIN_GENERATORS: dict[str, Callable[[random.Random], Example]] = {
+    **GENERATORS,
+    "add": lambda rng: _add(rng, ARITH_SPARSE_SHARE),
+    "sub": lambda rng: _sub(rng, ARITH_SPARSE_SHARE),
 }
 
 
@@ -118,7 +147,7 @@ def train_stream(seed: int) -> Iterator[Example]:
 
 def train_batches(seed: int, sizes: dict[str, int]) -> Iterator[list[Example]]:
     """Endless one-family batches: the family drawn by TRAIN_MIX, then `sizes[family]` examples,
-    each of a task drawn uniformly from the family; never a held-out prompt.
+    each of a task drawn uniformly from the family (TRAIN_GENERATORS); never a held-out prompt.
 
     A family's tasks share one row length, so its batches need no padding; the trainer sizes each
     family's batches to a common token budget (short arithmetic rows come many to a batch).
@@ -131,7 +160,7 @@ def train_batches(seed: int, sizes: dict[str, int]) -> Iterator[list[Example]]:
         family = rng.choices(names, weights)[0]
         batch: list[Example] = []
         while len(batch) < sizes[family]:
-            ex = GENERATORS[rng.choice(FAMILIES[family])](rng)
+            ex = TRAIN_GENERATORS[rng.choice(FAMILIES[family])](rng)
             if ex.prompt not in excluded:
                 batch.append(ex)
         yield batch
