@@ -1,9 +1,10 @@
 """Score a toy checkpoint on the held-out split with the pure-torch reference decoder (no server).
 
-    .venv/bin/python bench/reference_decode_eval.py CKPT_DIR THRESHOLD [THREADS] [PER_TASK]
+    .venv/bin/python bench/reference_decode_eval.py CKPT_DIR THRESHOLD [THREADS] [PER_TASK] [TASKS]
 
 A quick look at a training run before serving it: greedy block diffusion (block 32) with the
 given confidence threshold (1.0 = one token per forward), exact match per task, and TPF.
+TASKS is a comma-separated subset (e.g. `add,sub`), default all.
 """
 import sys
 from pathlib import Path
@@ -21,7 +22,10 @@ d, thr = sys.argv[1], float(sys.argv[2])
 m, enc = load_reference(d), Encoder()
 res: dict[str, list[bool]] = {}
 fw = toks = 0
+only = set(sys.argv[5].split(",")) if len(sys.argv) > 5 else None
 for ex in heldout_split(per_task=int(sys.argv[4]) if len(sys.argv) > 4 else 8):
+    if only is not None and ex.task not in only:
+        continue
     r = generate_reference_with_stats(m, enc.prompt_ids(ex), 140, mask_id=enc.mask, threshold=thr, eos_ids={enc.eos})
     out = enc.tok.decode(r.tokens, skip_special_tokens=True)
     ok = is_correct(ex, out)

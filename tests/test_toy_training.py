@@ -102,6 +102,24 @@ def test_training_batches_fill_a_token_budget_by_family(enc: Encoder) -> None:
     assert {len(b) for b in batches} == {16, 144}
 
 
+def test_training_draws_tasks_by_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TRAIN_TASK_WEIGHT sets how often each task of a family is drawn. Unweighted is uniform, and
+    a weight draws exactly as repeating the task in its family would (one rng.choice per example),
+    so the shipped (unweighted) stream is the one its checkpoint was trained on."""
+
+    def stream(weights: dict[str, int]) -> list[str]:
+        monkeypatch.setattr(tasks, "TRAIN_TASK_WEIGHT", weights)
+        batches = itertools.islice(tasks.train_batches(0, {"text": 1, "arith": 200}), 40)
+        return [e.task for b in batches for e in b]
+
+    assert tasks.TRAIN_TASK_WEIGHT == {}
+    even, weighted = stream({}), stream({"sub": 3})
+    assert abs(even.count("sub") / even.count("add") - 1.0) < 0.15
+    assert abs(weighted.count("sub") / weighted.count("add") - 3.0) < 0.4
+    monkeypatch.setitem(tasks.FAMILIES, "arith", ("add", "sub", "sub", "sub"))
+    assert stream({}) == weighted
+
+
 def test_diffusion_batch_masks(enc: Encoder) -> None:
     """Noisy blocks see clean earlier blocks and themselves; prompts are never masked."""
     exs = list(itertools.islice(tasks.train_stream(3), 4))

@@ -35,6 +35,10 @@ TASK_NAMES: tuple[str, ...] = ("copy", "upper", "lower", "add", "sub")
 FAMILIES: dict[str, tuple[str, ...]] = {"text": ("copy", "upper", "lower"), "arith": ("add", "sub")}
 # Share of training batches per family; the held-out split is balanced (HELDOUT_PER_TASK each).
 TRAIN_MIX: dict[str, float] = {"text": 0.5, "arith": 0.5}
+# Draws per task within its family's training batches (absent: 1). Empty in the shipped recipe:
+# reweighting differences against sums moved which of the two the toy learned, not how many
+# (docs/toy-model.md, "What did not work"). bench/toy_recipe_variant.py --task-weight sets it.
+TRAIN_TASK_WEIGHT: dict[str, int] = {}
 # Training only (the held-out split stays uniform): ARITH_SPARSE_SHARE of the arithmetic pairs have
 # each operand digit zeroed with probability ARITH_ZERO_P. Why: a digit of a sum mod 10 tells
 # nothing about either operand digit alone, so at first no gradient points attention at the two
@@ -147,7 +151,8 @@ def train_stream(seed: int) -> Iterator[Example]:
 
 def train_batches(seed: int, sizes: dict[str, int]) -> Iterator[list[Example]]:
     """Endless one-family batches: the family drawn by TRAIN_MIX, then `sizes[family]` examples,
-    each of a task drawn uniformly from the family (TRAIN_GENERATORS); never a held-out prompt.
+    each of a task drawn from the family by TRAIN_TASK_WEIGHT (TRAIN_GENERATORS); never a held-out
+    prompt.
 
     A family's tasks share one row length, so its batches need no padding; the trainer sizes each
     family's batches to a common token budget (short arithmetic rows come many to a batch).
@@ -156,11 +161,13 @@ def train_batches(seed: int, sizes: dict[str, int]) -> Iterator[list[Example]]:
     excluded = {ex.prompt for ex in heldout_split()}
     names = list(TRAIN_MIX)
     weights = [TRAIN_MIX[n] for n in names]
+    # A task repeated `weight` times in its family's draw tuple: one rng.choice per example.
+    draws = {f: tuple(t for t in ts for _ in range(TRAIN_TASK_WEIGHT.get(t, 1))) for f, ts in FAMILIES.items()}
     while True:
         family = rng.choices(names, weights)[0]
         batch: list[Example] = []
         while len(batch) < sizes[family]:
-            ex = TRAIN_GENERATORS[rng.choice(FAMILIES[family])](rng)
+            ex = TRAIN_GENERATORS[rng.choice(draws[family])](rng)
             if ex.prompt not in excluded:
                 batch.append(ex)
         yield batch
