@@ -4,7 +4,8 @@
 
 A quick look at a training run before serving it: greedy block diffusion (block 32) with the
 given confidence threshold (1.0 = one token per forward), exact match per task, and TPF.
-TASKS is a comma-separated subset (e.g. `add,sub`), default all.
+TASKS is a comma-separated subset (e.g. `add,sub`), default all. For sums and differences it
+also prints how many answers had each digit right, most significant first.
 """
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 2)
 d, thr = sys.argv[1], float(sys.argv[2])
 m, enc = load_reference(d), Encoder()
 res: dict[str, list[bool]] = {}
+digits: dict[str, list[int]] = {}  # arithmetic: answers with digit i right, msb first
 fw = toks = 0
 only = set(sys.argv[5].split(",")) if len(sys.argv) > 5 else None
 for ex in heldout_split(per_task=int(sys.argv[4]) if len(sys.argv) > 4 else 8):
@@ -30,9 +32,15 @@ for ex in heldout_split(per_task=int(sys.argv[4]) if len(sys.argv) > 4 else 8):
     out = enc.tok.decode(r.tokens, skip_special_tokens=True)
     ok = is_correct(ex, out)
     res.setdefault(ex.task, []).append(ok)
+    if ex.task in ("add", "sub"):
+        right = digits.setdefault(ex.task, [0] * len(ex.answer))
+        for i, ch in enumerate(ex.answer):
+            right[i] += out[i : i + 1] == ch
     fw += r.num_forwards
     toks += len(r.tokens)
     if not ok and len(res[ex.task]) <= 2:
         print(ex.task, repr(ex.answer), "->", repr(out))
 total = sum(len(v) for v in res.values())
+for task, right in digits.items():
+    print(f"{task} digits right (msb first) of {len(res[task])}:", right)
 print({k: sum(v) / len(v) for k, v in res.items()}, "all", sum(sum(v) for v in res.values()) / total, "tpf", toks / fw)
