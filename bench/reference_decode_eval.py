@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_llada2 import generate_reference_with_stats, load_reference  # noqa: E402
 
-from sglang_llada.toy.tasks import heldout_split, is_correct  # noqa: E402
+from sglang_llada.toy.tasks import FAMILIES, TASK_NAMES, heldout_split, is_correct  # noqa: E402
 from sglang_llada.toy.train import Encoder  # noqa: E402
 
 torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 2)
@@ -25,6 +25,8 @@ res: dict[str, list[bool]] = {}
 digits: dict[str, list[int]] = {}  # arithmetic: answers with digit i right, msb first
 fw = toks = 0
 only = set(sys.argv[5].split(",")) if len(sys.argv) > 5 else None
+if only is not None and not only <= set(TASK_NAMES):
+    sys.exit(f"unknown task(s) {sorted(only - set(TASK_NAMES))}; TASKS is a comma-separated subset of {TASK_NAMES}")
 for ex in heldout_split(per_task=int(sys.argv[4]) if len(sys.argv) > 4 else 8):
     if only is not None and ex.task not in only:
         continue
@@ -32,7 +34,7 @@ for ex in heldout_split(per_task=int(sys.argv[4]) if len(sys.argv) > 4 else 8):
     out = enc.tok.decode(r.tokens, skip_special_tokens=True)
     ok = is_correct(ex, out)
     res.setdefault(ex.task, []).append(ok)
-    if ex.task in ("add", "sub"):
+    if ex.task in FAMILIES["arith"]:
         right = digits.setdefault(ex.task, [0] * len(ex.answer))
         for i, ch in enumerate(ex.answer):
             right[i] += out[i : i + 1] == ch
