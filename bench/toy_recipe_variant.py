@@ -6,7 +6,7 @@
 Everything after `--` goes to `python -m sglang_llada.toy.train` (defaults: the shipped recipe).
 `--task-weight TASK=N` (repeatable) draws TASK N times as often as its family's other tasks
 (tasks.TRAIN_TASK_WEIGHT; the shipped recipe weighs every task 1); `--arith-share X` is the
-share of arithmetic batches (shipped 0.5). Only the training stream changes; the held-out split
+share of arithmetic batches (shipped 0.6). Only the training stream changes; the held-out split
 never does. The knobs are written to `variant.json` beside the checkpoint.
 """
 

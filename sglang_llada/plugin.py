@@ -24,7 +24,10 @@ Seams used, all official:
 - `HookRegistry` on SGLang's prefill adder and dLLM batch builder: every full prompt block in one
   forward (`prefill.py`);
 - `HookRegistry` AROUND `SchedulerOutputStreamer.stream_output`: one stream chunk per committed
-  block, none while a block is being denoised (`streaming.py`).
+  block, none while a block is being denoised (`streaming.py`);
+- `HookRegistry` AROUND `fused_moe_native.moe_forward_native`: SGLang's CPU MoE path applies
+  `routed_scaling_factor` as its GPU runner does (`moe_native_scaling.py`; in-tree MoE classes
+  such as the Bailing MoE V2 twin were served with their routed experts scaled by 1 / factor).
 """
 
 from __future__ import annotations
@@ -133,6 +136,9 @@ def _register_hooks() -> None:
     from sglang_llada.streaming import register_hooks as register_streaming
 
     register_streaming()
+    from sglang_llada.moe_native_scaling import register_hooks as register_moe_native_scaling
+
+    register_moe_native_scaling()
     from sglang_llada.admission import register_hooks as register_admission
 
     register_admission()

@@ -183,3 +183,46 @@ def test_admission_reserves_whole_blocks_to_the_request_end() -> None:
     # Finished or over-long: never negative; max_new_tokens is clipped as SGLang clips it.
     assert future_tokens(req(100, 10, 128, out=10), 32, 4096) == 0
     assert future_tokens(req(10, 10_000, 0), 32, 64) == 96
+
+
+def test_native_moe_forward_applies_routed_scaling_factor() -> None:
+    """SGLang's CPU MoE path (`moe_forward_native`) returns the plain weighted expert sum; our
+    AROUND hook multiplies it by `routed_scaling_factor` as the GPU runner does (the Bailing AR
+    twin, factor 2.5, was served with its routed experts at 1 / 2.5 without it)."""
+    from types import SimpleNamespace
+
+    import torch
+    import torch.nn.functional as F
+    from sglang.srt.layers.moe.fused_moe_native import moe_forward_native
+    from sglang.srt.layers.moe.moe_runner.base import MoeRunnerConfig
+    from sglang.srt.layers.moe.topk import StandardTopKOutput
+
+    from sglang_llada.moe_native_scaling import scale_routed_output
+
+    g = torch.Generator().manual_seed(0)
+    E, H, inter, N, K = 4, 8, 6, 5, 2
+    layer = SimpleNamespace(
+        num_experts=E,
+        w13_weight=torch.randn(E, 2 * inter, H, generator=g),
+        w2_weight=torch.randn(E, H, inter, generator=g),
+        should_fuse_routed_scaling_factor_in_topk=False,
+    )
+    x = torch.randn(N, H, generator=g)
+    ids = torch.stack([torch.randperm(E, generator=g)[:K] for _ in range(N)]).to(torch.int32)
+    w = torch.rand(N, K, generator=g)
+    topk = StandardTopKOutput(topk_weights=w, topk_ids=ids, router_logits=torch.zeros(N, E))
+    # [N, H]: sum_k w[n, k] * expert_{ids[n, k]}(x[n]), SwiGLU experts
+    want = torch.zeros(N, H)
+    for n in range(N):
+        for k in range(K):
+            e = int(ids[n, k])
+            gate, up = (layer.w13_weight[e] @ x[n]).split(inter)
+            want[n] += w[n, k] * (layer.w2_weight[e] @ (F.silu(gate) * up))
+
+    scaled = MoeRunnerConfig(activation="silu", routed_scaling_factor=2.5)
+    plain = MoeRunnerConfig(activation="silu", routed_scaling_factor=None)
+    torch.testing.assert_close(moe_forward_native(layer, x, topk, scaled), want)  # the factor dropped
+    torch.testing.assert_close(scale_routed_output(moe_forward_native, layer, x, topk, scaled), 2.5 * want)
+    torch.testing.assert_close(scale_routed_output(moe_forward_native, layer, x, topk, plain), want)
+    layer.should_fuse_routed_scaling_factor_in_topk = True  # the top-k weights already carry it
+    torch.testing.assert_close(scale_routed_output(moe_forward_native, layer, x, topk, scaled), want)
