@@ -83,26 +83,43 @@ def write_table(rows: list[dict[str, Any]], path: Path, header: str) -> None:
 
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Left: accuracy against TPF (the trade-off). Right: both against the threshold, since the
+    threshold points sit close together in TPF and their labels would overlap on the left."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(10.5, 4.2))
     ar = [r for r in rows if r["tpf"] is None]
     rows = [r for r in rows if r["tpf"] is not None]
-    tpf = [r["tpf"] for r in rows]
-    acc = [100 * r["accuracy"] for r in rows]
-    for r in ar:  # the autoregressive twin: one token per forward by construction
-        ax.axhline(100 * r["accuracy"], color="tab:gray", ls="--", lw=1, label=f"AR twin ({100 * r['accuracy']:.1f}%)")
-        ax.legend(loc="lower left", fontsize=8)
-    ax.plot(tpf, acc, "o-", color="tab:blue")
-    for r, x, y in zip(rows, tpf, acc):
-        ax.annotate(f"{r['threshold']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for a in (ax, ax_t):
+        for r in ar:  # the autoregressive twin: one token per forward by construction
+            a.axhline(100 * r["accuracy"], color="tab:gray", ls="--", lw=1, label=f"AR twin ({100 * r['accuracy']:.1f}%)")
+        a.grid(alpha=0.3)
+    ax.plot([r["tpf"] for r in rows], [100 * r["accuracy"] for r in rows], "o-", color="tab:blue", label="llada2-toy")
+    one = [r for r in rows if r["threshold"] == ONE_PER_FORWARD]
+    for r in one:
+        ax.annotate(ONE_PER_FORWARD, (r["tpf"], 100 * r["accuracy"]), textcoords="offset points", xytext=(4, -12), fontsize=8)
     ax.set_xlabel("tokens per forward (TPF)")
     ax.set_ylabel("exact match on held-out split (%)")
+    ax.legend(loc="lower left", fontsize=8)
     ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
+
+    swept = sorted((r for r in rows if r["threshold"] != ONE_PER_FORWARD), key=lambda r: r["threshold"])
+    thr = [r["threshold"] for r in swept]
+    ax_t.plot(thr, [100 * r["accuracy"] for r in swept], "o-", color="tab:blue", label="exact match (%)")
+    for r in one:
+        ax_t.axhline(100 * r["accuracy"], color="tab:blue", ls=":", lw=1, label=f"{ONE_PER_FORWARD} ({100 * r['accuracy']:.1f}%)")
+    ax_t.set_xlabel("confidence threshold")
+    ax_t.set_ylabel("exact match on held-out split (%)")
+    tpf_ax = ax_t.twinx()
+    tpf_ax.plot(thr, [r["tpf"] for r in swept], "s--", color="tab:orange", label="TPF")
+    tpf_ax.set_ylabel("tokens per forward (TPF)", color="tab:orange")
+    lines = ax_t.get_legend_handles_labels()
+    more = tpf_ax.get_legend_handles_labels()
+    ax_t.legend(lines[0] + more[0], lines[1] + more[1], loc="lower left", fontsize=8)
+    ax_t.set_title("accuracy and TPF by threshold", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -119,7 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-running-requests", type=int, default=16)
     p.add_argument("--server-arg", action="append", default=[], help="extra flag for the server")
     p.add_argument("--out", type=Path, default=RESULTS / "threshold_sweep")
+    p.add_argument("--replot", action="store_true", help="redraw OUT.png from OUT.json; run nothing")
     args = p.parse_args(argv)
+    if args.replot:
+        saved = json.loads(args.out.with_suffix(".json").read_text())
+        plot(saved["rows"], args.out.with_suffix(".png"), f"{args.model.name}: accuracy vs TPF")
+        return 0
 
     rows = []
     t0 = time.time()
@@ -149,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args.out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=2) + "\n")
     write_table(rows, args.out.with_suffix(".md"), header)
-    plot(rows, args.out.with_suffix(".png"), f"{args.model.name}: accuracy vs TPF (labels: threshold)")
+    plot(rows, args.out.with_suffix(".png"), f"{args.model.name}: accuracy vs TPF")
     print(args.out.with_suffix(".md").read_text())
     return 0
 
