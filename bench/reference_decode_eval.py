@@ -4,6 +4,8 @@
 
 A quick look at a training run before serving it: greedy block diffusion (block 32) with the
 given confidence threshold (1.0 = one token per forward), exact match per task, and TPF.
+THRESHOLD `ar` decodes greedily token by token under a causal mask instead: the autoregressive
+twin's weights, scored without SGLang (TPF 1 by construction).
 TASKS is a comma-separated subset (e.g. `add,sub`), default all. For sums and differences it
 also prints how many answers had each digit right, most significant first.
 """
@@ -19,7 +21,8 @@ from sglang_llada.toy.tasks import FAMILIES, TASK_NAMES, heldout_split, is_corre
 from sglang_llada.toy.train import Encoder  # noqa: E402
 
 torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 2)
-d, thr = sys.argv[1], float(sys.argv[2])
+d, ar = sys.argv[1], sys.argv[2] == "ar"
+thr = 1.0 if ar else float(sys.argv[2])
 m, enc = load_reference(d), Encoder()
 res: dict[str, list[bool]] = {}
 digits: dict[str, list[int]] = {}  # arithmetic: answers with digit i right, msb first
@@ -27,19 +30,37 @@ fw = toks = 0
 only = set(sys.argv[5].split(",")) if len(sys.argv) > 5 else None
 if only is not None and not only <= set(TASK_NAMES):
     sys.exit(f"unknown task(s) {sorted(only - set(TASK_NAMES))}; TASKS is a comma-separated subset of {TASK_NAMES}")
+
+
+def greedy_causal(prompt: list[int], max_new: int) -> list[int]:
+    """Next-token greedy decode, recomputing the whole sequence per token (block size 1 = causal)."""
+    ids: list[int] = list(prompt)
+    for _ in range(max_new):
+        nxt = int(m(torch.tensor(ids), block_size=1)[-1].argmax())
+        if nxt == enc.eos:
+            break
+        ids.append(nxt)
+    return ids[len(prompt) :]
+
+
 for ex in heldout_split(per_task=int(sys.argv[4]) if len(sys.argv) > 4 else 8):
     if only is not None and ex.task not in only:
         continue
-    r = generate_reference_with_stats(m, enc.prompt_ids(ex), 140, mask_id=enc.mask, threshold=thr, eos_ids={enc.eos})
-    out = enc.tok.decode(r.tokens, skip_special_tokens=True)
+    if ar:
+        tokens = greedy_causal(enc.prompt_ids(ex), len(ex.answer) + 2)
+        n_forwards = max(len(tokens), 1)
+    else:
+        r = generate_reference_with_stats(m, enc.prompt_ids(ex), 140, mask_id=enc.mask, threshold=thr, eos_ids={enc.eos})
+        tokens, n_forwards = r.tokens, r.num_forwards
+    out = enc.tok.decode(tokens, skip_special_tokens=True)
     ok = is_correct(ex, out)
     res.setdefault(ex.task, []).append(ok)
     if ex.task in FAMILIES["arith"]:
         right = digits.setdefault(ex.task, [0] * len(ex.answer))
         for i, ch in enumerate(ex.answer):
             right[i] += out[i : i + 1] == ch
-    fw += r.num_forwards
-    toks += len(r.tokens)
+    fw += n_forwards
+    toks += len(tokens)
     if not ok and len(res[ex.task]) <= 2:
         print(ex.task, repr(ex.answer), "->", repr(out))
 total = sum(len(v) for v in res.values())
