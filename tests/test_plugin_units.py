@@ -189,11 +189,12 @@ def test_native_moe_forward_applies_routed_scaling_factor() -> None:
     """SGLang's CPU MoE path (`moe_forward_native`) returns the plain weighted expert sum; our
     AROUND hook multiplies it by `routed_scaling_factor` as the GPU runner does (the Bailing AR
     twin, factor 2.5, was served with its routed experts at 1 / 2.5 without it)."""
+    import inspect
     from types import SimpleNamespace
 
     import torch
     import torch.nn.functional as F
-    from sglang.srt.layers.moe.fused_moe_native import moe_forward_native
+    from sglang.srt.layers.moe import fused_moe_native
     from sglang.srt.layers.moe.moe_runner.base import MoeRunnerConfig
     from sglang.srt.layers.moe.topk import StandardTopKOutput
 
@@ -219,10 +220,15 @@ def test_native_moe_forward_applies_routed_scaling_factor() -> None:
             gate, up = (layer.w13_weight[e] @ x[n]).split(inter)
             want[n] += w[n, k] * (layer.w2_weight[e] @ (F.silu(gate) * up))
 
+    # SGLang's own function: once the plugin's hooks are applied in this process (an earlier
+    # in-process server test), the module attribute is our wrapper around it.
+    moe_forward_native = inspect.unwrap(fused_moe_native.moe_forward_native)
     scaled = MoeRunnerConfig(activation="silu", routed_scaling_factor=2.5)
     plain = MoeRunnerConfig(activation="silu", routed_scaling_factor=None)
     torch.testing.assert_close(moe_forward_native(layer, x, topk, scaled), want)  # the factor dropped
     torch.testing.assert_close(scale_routed_output(moe_forward_native, layer, x, topk, scaled), 2.5 * want)
     torch.testing.assert_close(scale_routed_output(moe_forward_native, layer, x, topk, plain), want)
+    if fused_moe_native.moe_forward_native is not moe_forward_native:  # the hook is applied
+        torch.testing.assert_close(fused_moe_native.moe_forward_native(layer, x, topk, scaled), 2.5 * want)
     layer.should_fuse_routed_scaling_factor_in_topk = True  # the top-k weights already carry it
     torch.testing.assert_close(scale_routed_output(moe_forward_native, layer, x, topk, scaled), want)
