@@ -33,6 +33,13 @@ def _tiny_checkpoint_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tie-word-embeddings", action="store_true", help="omit lm_head.weight")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="weight dtype")
+    p.add_argument(
+        "--generation",
+        choices=("2.0", "2.1", "2.2"),
+        default="2.0",
+        help="LLaDA2.X generation: 2.1 adds LLaDA2.1's editing knobs to generation_config.json; "
+        "2.2 adds MoE block routing (expert_capacity, block_size) and the DELETE / SPLIT tokens",
+    )
 
 
 def _tiny_checkpoint(args: argparse.Namespace) -> int:
@@ -49,6 +56,7 @@ def _tiny_checkpoint(args: argparse.Namespace) -> int:
         num_shards=args.shards,
         fused_experts=args.fused_experts,
         overrides=overrides or None,
+        generation=args.generation,
     )
     print(path)
     return 0

@@ -95,6 +95,8 @@ class Dims:
     qk_norm: bool
     tied: bool
     vocab: int  # V
+    expert_capacity: int | None = None  # LLaDA2.2 block routing: experts admitted per block
+    routing_block: int = 32  # the block of block routing (config.json block_size)
 
 
 def dims_from_config(config: dict[str, Any]) -> Dims:
@@ -137,6 +139,8 @@ def dims_from_config(config: dict[str, Any]) -> Dims:
         qk_norm=True if qk_norm is None else bool(qk_norm),
         tied=bool(config.get("tie_word_embeddings", False)),
         vocab=int(config["vocab_size"]),
+        expert_capacity=None if config.get("expert_capacity") is None else int(config["expert_capacity"]),
+        routing_block=int(config.get("block_size") or 32),
     )
 
 
@@ -236,13 +240,44 @@ def route(
     return topk_ids, weights
 
 
+def block_route(h: Tensor, gate_weight: Tensor, expert_bias: Tensor, dims: Dims) -> tuple[Tensor, Tensor]:
+    """LLaDA2.2 block routing for one sequence starting at position 0, written as plainly as
+    possible: block b = tokens [b * routing_block, (b + 1) * routing_block). Per block, an
+    expert's score is its highest (sigmoid + bias) over the block's tokens; the block admits the
+    `expert_capacity` best experts (ties: lower id); each token takes its top-k admitted experts
+    (ties: lower id). Weights: the chosen sigmoid scores, normalised when K > 1, times the routed
+    scaling. Returns (topk_ids [T, K] long, topk_weights [T, K] float32)."""
+    logits = h.float() @ gate_weight.float().T  # [T, E]
+    scores = 1.0 / (1.0 + torch.exp(-logits))
+    choice = scores + expert_bias.float()
+    T, E = choice.shape
+    ids = torch.zeros(T, dims.top_k, dtype=torch.long)
+    weights = torch.zeros(T, dims.top_k)
+    for start in range(0, T, dims.routing_block):
+        end = min(start + dims.routing_block, T)
+        block_score = choice[start:end].max(dim=0).values  # [E]
+        ranked = sorted(range(E), key=lambda e: (-float(block_score[e]), e))
+        admitted = ranked[: dims.expert_capacity]
+        for t in range(start, end):
+            best = sorted(admitted, key=lambda e: (-float(choice[t, e]), e))[: dims.top_k]
+            ids[t] = torch.tensor(best)
+            weights[t] = scores[t, best]
+    if dims.top_k > 1:
+        weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+    return ids, weights * dims.routed_scaling
+
+
 def moe(h: Tensor, w: Weights, prefix: str, dims: Dims) -> Tensor:
     """MoE block. h [T, H] -> [T, H]. prefix is e.g. 'model.layers.3.mlp.'.
 
     Expects per-expert weights (see :func:`normalize_weights`).
     """
     bias = w.get(prefix + "gate.expert_bias") if dims.expert_bias else None
-    topk_ids, topk_weights = route(h, w[prefix + "gate.weight"], bias, dims)  # [T, K] each
+    if dims.expert_capacity is not None:
+        assert bias is not None, "block routing needs the expert bias"
+        topk_ids, topk_weights = block_route(h, w[prefix + "gate.weight"], bias, dims)
+    else:
+        topk_ids, topk_weights = route(h, w[prefix + "gate.weight"], bias, dims)  # [T, K] each
     out = torch.zeros_like(h)  # [T, H]
     for e in range(dims.experts):
         tok, slot = (topk_ids == e).nonzero(as_tuple=True)  # tokens that picked expert e

@@ -18,6 +18,16 @@ sees everything before the end of its 32-token block), by forward mode:
 Nothing here needs Triton at import time or on CPU: the MoE routing (sigmoid scores, expert
 bias, group-limited top-k, routed scaling) is plain torch so that `routed_scaling_factor` is
 applied the same way on every device (SGLang's native CPU MoE path drops it).
+
+MoE block routing (LLaDA2.2: `expert_capacity` in config.json): every block of a request admits
+the `expert_capacity` experts with the highest max-over-its-tokens score, and each token picks
+its top-k among them (`kernels/block_routing.py`: Triton on GPUs, torch twin on CPU; the same
+selection as SGLang 0.5.23's in-tree class). Blocks follow each request's block boundaries:
+a denoising forward holds one block per request; a whole-prompt forward (`EXTEND`,
+sglang_llada/prefill.py) holds many blocks of each request, cut at absolute positions that are
+multiples of the block size. What SGLang refuses with block routing is refused here too, at
+model construction (server start-up): expert parallelism, the DeepEP all-to-all backend, a
+router without sigmoid scores or expert bias.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from sglang.srt.layers.linear import (
     RowParallelLinear,
 )
 from sglang.srt.layers.logits_processor import LogitsProcessor
+from sglang.srt.layers.moe import get_moe_a2a_backend
 from sglang.srt.layers.moe.ep_moe.layer import get_moe_impl_class
 from sglang.srt.layers.moe.fused_moe_triton.layer import FusedMoE
 from sglang.srt.layers.moe.topk import StandardTopKOutput
@@ -53,6 +64,7 @@ from sglang.srt.utils.hf_transformers_utils import get_rope_config
 from transformers import PretrainedConfig
 
 from sglang_llada.kernels.block_causal_attention import block_causal_attention
+from sglang_llada.kernels.block_routing import block_route, flat_blocks, request_blocks
 from sglang_llada.models.weights import iter_hf_weights
 
 # LLaDA2's training block (the in-tree DllmConfig hard-codes the same for this architecture).
@@ -64,6 +76,28 @@ ALL_KEYS = 1 << 30
 def model_block_size(config: PretrainedConfig) -> int:
     """The attention block of a LLaDA2 checkpoint: `block_size` in config.json, else 32."""
     return int(getattr(config, "block_size", None) or DEFAULT_BLOCK_SIZE)
+
+
+# (block_starts [NB + 1] int32, token_block [T] int32): the forward's routing blocks.
+Blocks = tuple[torch.Tensor, torch.Tensor]
+
+
+def routing_blocks(forward_batch: ForwardBatch, num_tokens: int, block_size: int, device: torch.device) -> Blocks:
+    """The blocks of a forward's tokens, following each request's block boundaries.
+
+    A denoising forward (`DLLM_EXTEND`) holds exactly one block per request: SGLang's flat layout
+    (token t in block t // block_size), built on the device (no host data, graph-capturable). Any
+    other extend forward is cut from the host-side prefix / extend lengths SGLang keeps.
+    """
+    mode = forward_batch.forward_mode
+    if mode == ForwardMode.DLLM_EXTEND or not mode.is_extend():
+        return flat_blocks(num_tokens, block_size, device)
+    prefix_lens = forward_batch.extend_prefix_lens_cpu
+    extend_lens = forward_batch.extend_seq_lens_cpu
+    if prefix_lens is None or extend_lens is None:  # device-only metadata: read it once
+        prefix_lens = forward_batch.extend_prefix_lens.tolist()
+        extend_lens = forward_batch.extend_seq_lens.tolist()
+    return request_blocks(list(prefix_lens), list(extend_lens), block_size, device)
 
 
 def _on_cpu_platform() -> bool:
@@ -118,7 +152,8 @@ class LLaDA2MLP(nn.Module):
 
 
 class LLaDA2Router(nn.Module):
-    """Sigmoid router with expert bias and group-limited top-k (DeepSeek-V3 style)."""
+    """Sigmoid router with expert bias and group-limited top-k (DeepSeek-V3 style), or LLaDA2.2's
+    block routing when config.json sets `expert_capacity`."""
 
     def __init__(self, config: PretrainedConfig) -> None:
         super().__init__()
@@ -147,10 +182,50 @@ class LLaDA2Router(nn.Module):
             )
         else:
             self.register_parameter("expert_bias", None)
+        capacity = getattr(config, "expert_capacity", None)
+        self.expert_capacity: int | None = None if capacity is None else int(capacity)
+        self.block_size = model_block_size(config)
+        if self.expert_capacity is not None:
+            self._check_block_routing()
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [T, H] -> (weights [T, K] fp32, ids [T, K] int32, logits [T, E])."""
+    def _check_block_routing(self) -> None:
+        """What SGLang 0.5.23's block routing requires, as start-up errors."""
+        cap, bs = self.expert_capacity, self.block_size
+        if self.score_function != "sigmoid" or self.expert_bias is None:
+            raise ValueError(
+                "LLaDA2 block routing (expert_capacity in config.json) needs score_function "
+                f"'sigmoid' and moe_router_enable_expert_bias true; got {self.score_function!r} and "
+                f"{self.expert_bias is not None}"
+            )
+        if not (0 < self.top_k <= cap <= self.num_experts):  # type: ignore[operator]
+            raise ValueError(
+                "LLaDA2 block routing needs 0 < num_experts_per_tok <= expert_capacity <= "
+                f"num_experts, got {self.top_k} / {cap} / {self.num_experts}"
+            )
+        if bs <= 0 or bs & (bs - 1):
+            raise ValueError(f"LLaDA2 block routing needs a power-of-two block_size, got {bs}")
+
+    def forward(
+        self, x: torch.Tensor, blocks: Blocks | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [T, H] -> (weights [T, K] fp32, ids [T, K] int32, logits [T, E]).
+
+        blocks: the forward's routing blocks (`routing_blocks`); used with block routing only."""
         logits = torch.nn.functional.linear(x.to(self.weight.dtype), self.weight)  # [T, E]
+        if self.expert_capacity is not None:
+            if blocks is None:
+                blocks = flat_blocks(x.shape[0], self.block_size, x.device)
+            weights, ids = block_route(
+                logits,
+                self.expert_bias,
+                blocks[0],
+                blocks[1],
+                self.block_size,
+                self.expert_capacity,
+                self.top_k,
+            )
+            # Grouped top-k does not apply under block routing (as in SGLang's class).
+            return weights * self.routed_scaling_factor, ids, logits
         scores = logits.float().sigmoid() if self.score_function == "sigmoid" else logits.float().softmax(-1)
         choice = scores + self.expert_bias if self.expert_bias is not None else scores  # [T, E]
         if self.n_group > 1:
@@ -183,7 +258,19 @@ class LLaDA2SparseMoe(nn.Module):
                 "CPU MoE kernel cannot skip the experts of other EP ranks. Drop --ep (use "
                 "--tp alone, which shards every expert) or serve on GPUs."
             )
+        if get_moe_a2a_backend().is_deepep():
+            # Our forward hands FusedMoE a finished top-k; DeepEP needs its own dispatch/combine
+            # around the experts, which this class does not implement.
+            raise ValueError(
+                "sglang-llada's LLaDA2MoeModelLM does not support --moe-a2a-backend deepep; drop "
+                "it (TP and --ep without DeepEP work)"
+            )
         self.gate = LLaDA2Router(config)
+        if self.gate.expert_capacity is not None and ep_size > 1:
+            raise ValueError(
+                f"LLaDA2 block routing (expert_capacity in config.json) does not support expert "
+                f"parallelism (--ep {ep_size}), as in SGLang 0.5.23; drop --ep (use --tp)"
+            )
         # Scaling is folded into the router weights above, so FusedMoE gets none.
         self.experts = get_moe_impl_class(quant_config)(
             num_experts=config.num_experts,
@@ -206,8 +293,8 @@ class LLaDA2SparseMoe(nn.Module):
             else None
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights, ids, logits = self.gate(x)
+    def forward(self, x: torch.Tensor, blocks: Blocks | None = None) -> torch.Tensor:
+        weights, ids, logits = self.gate(x, blocks)
         topk = StandardTopKOutput(topk_weights=weights, topk_ids=ids, router_logits=logits)
         out = self.experts(x, topk)  # [T, H], partial over tp/ep ranks
         if self.shared_experts is not None:
@@ -354,10 +441,15 @@ class LLaDA2DecoderLayer(nn.Module):
         self.tp_size = get_parallel().tp_size
 
     def forward(
-        self, positions: torch.Tensor, x: torch.Tensor, forward_batch: ForwardBatch
+        self,
+        positions: torch.Tensor,
+        x: torch.Tensor,
+        forward_batch: ForwardBatch,
+        blocks: Blocks | None = None,
     ) -> torch.Tensor:
         x = x + self.attention(positions, self.input_layernorm(x), forward_batch)
-        mlp_out = self.mlp(self.post_attention_layernorm(x))
+        h = self.post_attention_layernorm(x)
+        mlp_out = self.mlp(h, blocks) if isinstance(self.mlp, LLaDA2SparseMoe) else self.mlp(h)
         if self.tp_size > 1:
             mlp_out = tensor_model_parallel_all_reduce(mlp_out)
         return x + mlp_out
@@ -376,6 +468,8 @@ class LLaDA2MoeModel(nn.Module):
             for i in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.block_routing = getattr(config, "expert_capacity", None) is not None
+        self.block_size = model_block_size(config)
 
     def forward(
         self,
@@ -385,8 +479,14 @@ class LLaDA2MoeModel(nn.Module):
         input_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         x = self.word_embeddings(input_ids) if input_embeds is None else input_embeds  # [T, H]
+        # Routing blocks are the same for every layer: cut once per forward.
+        blocks = (
+            routing_blocks(forward_batch, x.shape[0], self.block_size, x.device)
+            if self.block_routing
+            else None
+        )
         for layer in self.layers:
-            x = layer(positions, x, forward_batch)
+            x = layer(positions, x, forward_batch, blocks)
         return self.norm(x)
 
 

@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 from sglang_llada.toy.config import TOY_ARCH
 from sglang_llada.toy.tokenizer import (
     BOS_TOKEN,
+    DELETE_TOKEN,
     EOS_TOKEN,
     PAD_TOKEN,
     ROLE_END_TOKEN,
+    SPLIT_TOKEN,
     special_token_ids,
     write_tokenizer,
 )
@@ -47,6 +49,31 @@ _EMBED_STD_SCALE = 4.0
 # (or applied to the wrong tensor) changes the output and a test can catch it.
 _NORM_STD = 0.1
 _EXPERT_BIAS_STD = 0.1
+
+# What a tiny checkpoint of each LLaDA2.X generation adds (sglang_llada/generation.py tells them
+# apart by exactly these fields):
+# - 2.1: generation_config.json carries the editing knobs of LLaDA2.1's reference decoder
+#   (Q mode: threshold 0.7, editing_threshold 0.5, max_post_steps 16);
+# - 2.2: MoE block routing (each 32-token block admits `expert_capacity` of the experts) and the
+#   Levenshtein-editing control tokens, in config.json and in the tokenizer.
+GENERATIONS = ("2.0", "2.1", "2.2")
+EDITING_GENERATION_CONFIG = {"threshold": 0.7, "editing_threshold": 0.5, "max_post_steps": 16}
+BLOCK_ROUTING_CAPACITY = 4  # of the toy's 8 experts, top-2 per token
+
+
+def generation_overrides(generation: str) -> dict[str, Any]:
+    """config.json fields a tiny checkpoint of `generation` adds to TOY_ARCH."""
+    if generation not in GENERATIONS:
+        raise ValueError(f"generation must be one of {', '.join(GENERATIONS)}, got {generation!r}")
+    if generation != "2.2":
+        return {}
+    ids = special_token_ids(control_tokens=True)
+    return {
+        "expert_capacity": BLOCK_ROUTING_CAPACITY,
+        "block_size": 32,
+        "delete_token_id": ids[DELETE_TOKEN],
+        "split_token_id": ids[SPLIT_TOKEN],
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,10 +292,13 @@ def _transformers_version() -> str:
         return "unknown"
 
 
-def build_config(vocab_size: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """TOY_ARCH plus the tokenizer-derived fields, then `overrides` on top."""
+def build_config(
+    vocab_size: int, overrides: dict[str, Any] | None = None, generation: str = "2.0"
+) -> dict[str, Any]:
+    """TOY_ARCH plus the tokenizer-derived fields and the generation's fields, then `overrides`."""
     ids = special_token_ids()
     config = copy.deepcopy(TOY_ARCH)
+    config.update(generation_overrides(generation))
     config.update(
         vocab_size=vocab_size,
         pad_token_id=ids[PAD_TOKEN],
@@ -284,7 +314,7 @@ def build_config(vocab_size: int, overrides: dict[str, Any] | None = None) -> di
     return config
 
 
-def generation_config(config: dict[str, Any]) -> dict[str, Any]:
+def generation_config(config: dict[str, Any], editing: bool = False) -> dict[str, Any]:
     """Like the real one: generation stops at <|endoftext|> or at <|role_end|>.
 
     temperature 0: SGLang (`--sampling-defaults model`, its default) takes it as the default of
@@ -292,13 +322,16 @@ def generation_config(config: dict[str, Any]) -> dict[str, Any]:
     LLaDA2 reference generation code.
     """
     ids = special_token_ids()
-    return {
+    out = {
         "temperature": 0.0,
         "bos_token_id": config["bos_token_id"],
         "eos_token_id": [ids[EOS_TOKEN], ids[ROLE_END_TOKEN]],
         "pad_token_id": config["pad_token_id"],
         "transformers_version": config.get("transformers_version", _transformers_version()),
     }
+    if editing:
+        out.update(EDITING_GENERATION_CONFIG)
+    return out
 
 
 def write_tiny_checkpoint(
@@ -308,13 +341,17 @@ def write_tiny_checkpoint(
     num_shards: int = 1,
     fused_experts: bool = False,
     overrides: dict[str, Any] | None = None,
+    generation: str = "2.0",
 ) -> Path:
-    """Write config.json, generation_config.json, the tokenizer and random weights to out_dir."""
+    """Write config.json, generation_config.json, the tokenizer and random weights to out_dir.
+
+    generation: "2.0", "2.1" or "2.2" (see GENERATIONS); the weights do not depend on it (2.2's
+    block routing changes which experts a token may use, not the tensors)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config = build_config(write_tokenizer(out), overrides)
+    config = build_config(write_tokenizer(out), overrides, generation)
     weights = generate_weights(config, seed=seed, fused_experts=fused_experts)
-    return write_checkpoint(out, config, weights, num_shards=num_shards)
+    return write_checkpoint(out, config, weights, num_shards=num_shards, editing=generation == "2.1")
 
 
 def write_checkpoint(
@@ -323,13 +360,17 @@ def write_checkpoint(
     tensors: dict[str, torch.Tensor],
     *,
     num_shards: int = 1,
+    editing: bool = False,
 ) -> Path:
-    """Write config.json, generation_config.json, the toy tokenizer and `tensors` to out_dir."""
+    """Write config.json, generation_config.json, the toy tokenizer and `tensors` to out_dir.
+
+    The tokenizer carries LLaDA2.2's control tokens when config.json names them; editing: the
+    generation config carries LLaDA2.1's editing knobs."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_tokenizer(out)
+    write_tokenizer(out, control_tokens=config.get("delete_token_id") is not None)
     _write_json(out / "config.json", config)
-    _write_json(out / "generation_config.json", generation_config(config))
+    _write_json(out / "generation_config.json", generation_config(config, editing))
     # Do not leave a stale layout behind when rewriting a directory with another num_shards.
     for stale in [out / SINGLE_FILE, out / INDEX_FILE, *out.glob("model-*-of-*.safetensors")]:
         stale.unlink(missing_ok=True)

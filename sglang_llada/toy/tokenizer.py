@@ -8,7 +8,10 @@ Layout of the vocabulary:
   ids 266..271    the chat template's words as single tokens: <role>, </role>, SYSTEM, HUMAN,
                   ASSISTANT and the default system prompt "detailed thinking off" (see below);
   ids 272..319    <|reserved_token_0|> ... padding the vocab to a multiple of 64, the way the
-                  real vocab (157184) is padded past its last real token.
+                  real vocab (157184) is padded past its last real token. A LLaDA2.2-style toy
+                  (`control_tokens=True`) names the first two <|delete|> and <|split|>: the
+                  Levenshtein-editing control tokens (ids 156930 / 156931 in the published
+                  vocabulary, where config.json's delete_token_id / split_token_id name them).
 
 Why template tokens: byte by byte, LLaDA2's chat template costs 82 tokens per prompt, more than
 most of the toy's task inputs. As six added (non-special) tokens it costs 12, which cuts the
@@ -59,6 +62,11 @@ PAD_TOKEN = "<|endoftext|>"  # the real config's pad_token_id is <|endoftext|>'s
 MASK_TOKEN = "<|mask|>"
 ROLE_END_TOKEN = "<|role_end|>"
 
+# LLaDA2.2's Levenshtein-editing control tokens (our spelling; the ids come from config.json).
+DELETE_TOKEN = "<|delete|>"
+SPLIT_TOKEN = "<|split|>"
+CONTROL_TOKENS: tuple[str, ...] = (DELETE_TOKEN, SPLIT_TOKEN)
+
 # Real vocab is padded to a multiple of 64 (157184 = 64 * 2456); the toy one is too.
 VOCAB_MULTIPLE = 64
 
@@ -74,15 +82,21 @@ def vocab_size() -> int:
     return -(-n // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
 
 
-def reserved_tokens() -> list[str]:
-    """The padding tokens after the template ones: <|reserved_token_0|>, <|reserved_token_1|>, ..."""
+def reserved_tokens(control_tokens: bool = False) -> list[str]:
+    """The padding tokens after the template ones: <|reserved_token_0|>, <|reserved_token_1|>, ...
+
+    control_tokens: the first two are LLaDA2.2's <|delete|> and <|split|> instead (same ids).
+    """
     n = vocab_size() - NUM_BYTES - len(SPECIAL_TOKENS) - len(TEMPLATE_TOKENS)
-    return [f"<|reserved_token_{i}|>" for i in range(n)]
+    names = [f"<|reserved_token_{i}|>" for i in range(n)]
+    if control_tokens:
+        names[: len(CONTROL_TOKENS)] = CONTROL_TOKENS
+    return names
 
 
-def special_token_ids() -> dict[str, int]:
+def special_token_ids(control_tokens: bool = False) -> dict[str, int]:
     """Id of every added (special, template and reserved) token; they follow the 256 byte ids."""
-    added = [*SPECIAL_TOKENS, *TEMPLATE_TOKENS, *reserved_tokens()]
+    added = [*SPECIAL_TOKENS, *TEMPLATE_TOKENS, *reserved_tokens(control_tokens)]
     return {tok: NUM_BYTES + i for i, tok in enumerate(added)}
 
 
@@ -108,8 +122,10 @@ def _bytes_to_unicode() -> dict[int, str]:
     return mapping
 
 
-def build_tokenizer() -> Any:
-    """Build the `tokenizers.Tokenizer` (returned as Any to keep `tokenizers` out of the types)."""
+def build_tokenizer(control_tokens: bool = False) -> Any:
+    """Build the `tokenizers.Tokenizer` (returned as Any to keep `tokenizers` out of the types).
+
+    control_tokens: with LLaDA2.2's <|delete|> / <|split|> (see the module docstring)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
     vocab = {sym: b for b, sym in _bytes_to_unicode().items()}  # id == byte value
@@ -125,9 +141,11 @@ def build_tokenizer() -> Any:
     # Added in id order: special, template (plain added tokens), reserved (special).
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TEMPLATE_TOKENS])
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in reserved_tokens()])
+    tok.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in reserved_tokens(control_tokens)]
+    )
 
-    ids = special_token_ids()
+    ids = special_token_ids(control_tokens)
 
     assert tok.get_vocab_size(with_added_tokens=True) == vocab_size()
     assert all(tok.token_to_id(t) == i for t, i in ids.items()), "added-token ids out of order"
@@ -168,11 +186,11 @@ def load_tokenizer() -> Any:
         return AutoTokenizer.from_pretrained(d)
 
 
-def write_tokenizer(out_dir: Path) -> int:
+def write_tokenizer(out_dir: Path, control_tokens: bool = False) -> int:
     """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json; return vocab size."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer()
+    tok = build_tokenizer(control_tokens)
     tok.save(str(out_dir / "tokenizer.json"))
     _write_json(out_dir / "tokenizer_config.json", tokenizer_config())
     _write_json(out_dir / "special_tokens_map.json", special_tokens_map())
