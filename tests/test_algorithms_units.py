@@ -21,6 +21,7 @@ from sglang.srt.dllm.config import DllmConfig
 
 from sglang_llada.algorithms import CLASS_PATHS, register
 from sglang_llada.algorithms.edit import EditAlgorithm, EditState
+from sglang_llada.algorithms.levenshtein import LevenshteinAlgorithm
 from sglang_llada.algorithms.unmask import FactorAlgorithm, StaticAlgorithm, ThresholdAlgorithm, factor_count
 from sglang_llada.kernels.testing import host_syncs
 
@@ -354,10 +355,12 @@ def test_register_adds_names_to_sglang_registry() -> None:
     register()
     register()  # idempotent
     expected = {"llada2_threshold": ThresholdAlgorithm, "llada2_static": StaticAlgorithm,
-                "llada2_factor": FactorAlgorithm, "llada2_edit": EditAlgorithm}
+                "llada2_factor": FactorAlgorithm, "llada2_edit": EditAlgorithm,
+                "llada2_levenshtein": LevenshteinAlgorithm}
     assert set(CLASS_PATHS) == set(expected)
     for name, cls in expected.items():
         assert algo_name_to_cls[name] is cls and get_algorithm_cls(name) is cls
-        algo = get_algorithm(DllmConfig(name, {}, 32, M, 1))
+        # llada2_levenshtein needs the DELETE / SPLIT ids (the others ignore them)
+        algo = get_algorithm(DllmConfig(name, {}, 32, M, 1, delete_token_id=97, split_token_id=98))
         assert isinstance(algo, cls) and algo.block_size == 32 and algo.mask_id == M
     assert "LowConfidence" in algo_name_to_cls  # SGLang's own entries are kept

@@ -1,11 +1,18 @@
 """Our dLLM decoding algorithms, selectable with `--dllm-algorithm NAME` once `register()` ran.
 
-| name               | class                        | knobs (`--dllm-algorithm-config` YAML)          |
-|--------------------|------------------------------|-------------------------------------------------|
-| `llada2_threshold` | `unmask.ThresholdAlgorithm`  | threshold (0.95)                                |
-| `llada2_static`    | `unmask.StaticAlgorithm`     | tokens_per_step (2)                             |
-| `llada2_factor`    | `unmask.FactorAlgorithm`     | factor (1.0)                                    |
-| `llada2_edit`      | `edit.EditAlgorithm`         | threshold (0.95), edit_threshold (0.9), max_edit_steps (4) |
+| name                 | class                              | knobs (`--dllm-algorithm-config` YAML)                  |
+|----------------------|------------------------------------|---------------------------------------------------------|
+| `llada2_threshold`   | `unmask.ThresholdAlgorithm`        | threshold (0.95)                                        |
+| `llada2_static`      | `unmask.StaticAlgorithm`           | tokens_per_step (2)                                     |
+| `llada2_factor`      | `unmask.FactorAlgorithm`           | factor (1.0)                                            |
+| `llada2_edit`        | `edit.EditAlgorithm`               | mode (none), threshold, edit_threshold, max_edit_steps  |
+| `llada2_levenshtein` | `levenshtein.LevenshteinAlgorithm` | mode (Q), the same three, max_indel_steps (32)          |
+
+`mode` presets (threshold / edit_threshold / max_edit_steps): `none` 0.95 / 0.9 / 4 (llada2_edit's
+default, its values before modes), `Q` 0.7 / 0.5 / 16 and `S` 0.5 / 0.0 / 16 (the LLaDA2.1 model
+card's Quality and Speedy modes; llada2_levenshtein offers Q, its default, and S). An explicit
+threshold / edit_threshold / max_edit_steps key overrides the mode's value. llada2_levenshtein
+(LLaDA2.2 DELETE / SPLIT editing) also needs the checkpoint's `delete_token_id` / `split_token_id`.
 
 Every algorithm also takes `sampling: request` (default: honour each request's temperature /
 top-k / top-p / seed, greedy at temperature 0; see sampling.py) or `sampling: greedy` (ignore them), and ignores SGLang's own keys
@@ -34,6 +41,7 @@ CLASS_PATHS: dict[str, str] = {
     "llada2_static": "sglang_llada.algorithms.unmask:StaticAlgorithm",
     "llada2_factor": "sglang_llada.algorithms.unmask:FactorAlgorithm",
     "llada2_edit": "sglang_llada.algorithms.edit:EditAlgorithm",
+    "llada2_levenshtein": "sglang_llada.algorithms.levenshtein:LevenshteinAlgorithm",
 }
 
 

@@ -2,22 +2,45 @@
 
 Why this exists: LLaDA2.1 checkpoints are trained to revise tokens they already wrote. Each step:
 
-* M2T (mask to token): as `llada2_threshold` -- masked positions with confidence >= `threshold`
-  (default 0.95), else the most confident one;
+* M2T (mask to token): as `llada2_threshold` -- masked positions with confidence >= `threshold`,
+  else the most confident one;
 * T2T (token to token): every already-written, non-prompt position of the block whose predicted
-  token differs from the current one with probability >= `edit_threshold` (default 0.9) is
-  overwritten by it, in the same step;
-* once no mask is left, up to `max_edit_steps` (default 4) further steps are spent on T2T only;
-  the block is done at the first step that changes nothing, or when that budget is exhausted.
+  token differs from the current one with probability > `edit_threshold` (strictly) is overwritten
+  by it, in the same step;
+* once no mask is left, up to `max_edit_steps` further steps are spent on T2T only; the block is
+  done at the first step that changes nothing, or when that budget is exhausted.
   `max_edit_steps: 0` makes the algorithm end blocks exactly when `llada2_threshold` does.
+
+Knobs and modes: `mode` picks a named preset of the three values; an explicit `threshold`,
+`edit_threshold` or `max_edit_steps` key overrides the preset's value (a partial override keeps
+the preset's other values):
+
+| mode             | threshold | edit_threshold | max_edit_steps | source                           |
+|------------------|-----------|----------------|----------------|----------------------------------|
+| `none` (default) | 0.95      | 0.9            | 4              | this plugin's values before modes |
+| `Q` (quality)    | 0.7       | 0.5            | 16             | LLaDA2.1 model card, Quality Mode |
+| `S` (speedy)     | 0.5       | 0.0            | 16             | LLaDA2.1 model card, Speedy Mode  |
+
+Why `none` and not `Q` is the default: the README, bench/algorithm_table.py's "defaults" row (and
+its recorded result) and the end-to-end tests were written for 0.95 / 0.9 / 4; a silent change of
+the default decoding would make them describe something else. LLaDA2.1 checkpoints should be
+served with `mode: Q` or `mode: S` (`--dllm-algorithm-config` YAML).
+
+Comparisons: M2T keeps `llada2_threshold`'s `>=` (the `select_commit` kernel's contract); T2T is
+strict (`prob > edit_threshold`), as in the LLaDA2.1 reference loop, SGLang's `JointThreshold` and
+the LLaDA2.2 reference. This matters for S mode: with `edit_threshold: 0.0` every written position
+whose prediction differs is edited (the argmax's probability is at least 1 / V > 0), exactly as
+with SGLang's `p > 0`; `>=` would additionally accept a sampled token whose probability underflowed
+to 0. And `edit_threshold: 1.0` now disables editing (no probability exceeds 1), where `>=` would
+still edit at a saturated probability of exactly 1.
 
 Reference semantics: the LLaDA2.1 `generate` loop (mirrored by the `dllm` package's
 `LLaDA21Sampler`: editing_threshold, max_post_steps) and SGLang 0.5.23's in-tree `JointThreshold`
 (sglang/srt/dllm/algorithm/joint_threshold.py), whose bookkeeping this follows step for step:
 `post_edit_steps` is bumped on each step that starts with no mask, and the step that takes it past
-the cap finishes the block without writing. Differences: both thresholds compare with `>=` (the
-kernels' contract; JointThreshold and the reference use `>`), the defaults are those above
-(JointThreshold: threshold 0.5, edit_threshold 0, max_post_edit_steps 16), no repetition penalty
+the cap finishes the block without writing. Differences: M2T compares with `>=` (the kernels'
+contract; JointThreshold and the reference use `>`; T2T is strict, see above), the default mode is
+`none` (JointThreshold's defaults are S mode: 0.5 / 0 / 16), no repetition penalty
 (`penalty_lambda`), and the step runs on our kernels without a host sync except the done list. As in
 both references, T2T uses the same draw as M2T (the argmax when greedy, the sampled token with
 `sampling: request`) and may write any token id, the mask id included.
@@ -51,13 +74,13 @@ What the 0.5.23 hook surface does NOT give (so not done here):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, List, Sequence
+from typing import Any, ClassVar, List, Mapping, Optional, Sequence
 
 import torch
 from sglang.srt.dllm.config import DllmConfig
 
 from sglang_llada.algorithms.base import LladaAlgorithm, Rows, RowState, done_list
-from sglang_llada.algorithms.knobs import Knob
+from sglang_llada.algorithms.knobs import Knob, Value
 from sglang_llada.kernels.confidence import confidence
 from sglang_llada.kernels.select_commit import select_commit
 
@@ -76,12 +99,37 @@ class EditRows(Rows):
 # One request's state: row `index` of a shared EditRows (base.RowState; gather_rows regroups).
 EditState = RowState
 
+# The knobs a mode sets, in this order.
+MODE_KNOBS = ("threshold", "edit_threshold", "max_edit_steps")
+# mode -> (threshold, edit_threshold, max_edit_steps); see the module docstring.
+EDIT_MODES: dict[str, tuple[float, float, int]] = {
+    "none": (0.95, 0.9, 4),
+    "Q": (0.7, 0.5, 16),
+    "S": (0.5, 0.0, 16),
+}
+
+
+def resolve_mode(
+    knobs: dict[str, Value], given: Optional[Mapping[str, Any]], modes: Mapping[str, tuple[float, float, int]]
+) -> dict[str, Value]:
+    """The validated knobs with the mode's preset filled in where the YAML did not set the key.
+
+    `knobs` comes from `read_knobs` (already validated, with each knob's static default for absent
+    keys); `given` is the raw `algorithm_config` mapping, which tells the explicit keys apart.
+    """
+    given = {} if given is None else given
+    preset = dict(zip(MODE_KNOBS, modes[str(knobs["mode"])]))
+    return {**knobs, **{k: v for k, v in preset.items() if k not in given}}
+
 
 class EditAlgorithm(LladaAlgorithm):
     """LLaDA2.1 M2T + T2T editing (see the module docstring)."""
 
     NAME: ClassVar[str] = "llada2_edit"
+    MODES: ClassVar[Mapping[str, tuple[float, float, int]]] = EDIT_MODES
     KNOBS: ClassVar[Sequence[Knob]] = (
+        Knob("mode", "none", str, choices=tuple(EDIT_MODES)),
+        # the static defaults below are the `none` preset; `resolve_mode` applies the chosen mode
         Knob("threshold", 0.95, float, 0.0, 1.0),
         Knob("edit_threshold", 0.9, float, 0.0, 1.0),
         Knob("max_edit_steps", 4, int, 0, None),
@@ -89,6 +137,8 @@ class EditAlgorithm(LladaAlgorithm):
 
     def __init__(self, config: DllmConfig):
         super().__init__(config)
+        self.knobs = resolve_mode(self.knobs, config.algorithm_config, self.MODES)
+        self.mode = str(self.knobs["mode"])
         self.threshold = float(self.knobs["threshold"])
         self.edit_threshold = float(self.knobs["edit_threshold"])
         self.max_edit_steps = int(self.knobs["max_edit_steps"])
@@ -121,7 +171,7 @@ class EditAlgorithm(LladaAlgorithm):
         token, prob = confidence(full_logits, live.reshape(-1), **self.sampling(forward_batch, salt))
         token2, prob2 = token.view(b, s), prob.view(b, s)
 
-        edit = live & ~masked & (prob2 >= self.edit_threshold) & (token2 != ids)  # T2T [B, S]
+        edit = live & ~masked & (prob2 > self.edit_threshold) & (token2 != ids)  # T2T [B, S], strict
         m2t = (masked & eligible[:, None]).reshape(-1)
         committed, n_commit, _ = select_commit(
             forward_batch.input_ids,
