@@ -8,11 +8,13 @@ Seams used, all official:
 - `transformers.AutoConfig.register`: a config class for `model_type: llada2_moe`;
 - `SGLANG_EXTERNAL_MODEL_PACKAGE`: our `LLaDA2MoeModelLM` wins the model registry;
 - `register_resolution_hook("handle_model_source_paths")`: diffusion decoding on by
-  default for LLaDA2 checkpoints (and only for them);
+  default for LLaDA2 checkpoints (and only for them), with the decoding algorithm of the
+  checkpoint's LLaDA2.X generation (`generation.py`);
 - `HookRegistry` AROUND `sglang.srt.dllm.algorithm.get_algorithm_cls`: our decoding algorithms
   (`algorithms/`) are found by name, next to SGLang's own;
-- `HookRegistry` AFTER `DllmConfig.from_server_args`: the mask id from the checkpoint, and no
-  cap of 1 running request; AFTER `SchedulerDllmMixin.init_diffusion_llm`: the cap sized from
+- `HookRegistry` AFTER `DllmConfig.from_server_args`: the mask id (and LLaDA2.2's DELETE /
+  SPLIT ids) from the checkpoint, the generation's decoding preset, and no cap of 1 running
+  request; AFTER `SchedulerDllmMixin.init_diffusion_llm`: the cap sized from
   KV memory as for autoregressive models (batching on by default);
 - `HookRegistry` AFTER `TokenizerManager._validate_one_request`: a 400 for requests diffusion
   decoding cannot honour, greedy unless a temperature is given (`request_policy.py`);
@@ -185,17 +187,35 @@ def _enable_diffusion_by_default(server_args: Any, previous: Callable[[Any], Non
         cfg.model_path, cfg.revision, bool(cfg.trust_remote_code)
     ):
         return
-    algorithm = cfg.dllm_algorithm
+    generation = _generation(server_args)
+    chosen = cfg.dllm_algorithm  # the user's --dllm-algorithm, if any
+    algorithm = chosen
     if algorithm is None:
-        algorithm = DEFAULT_ALGORITHM
+        algorithm = generation.algorithm
         declare_resolution(server_args, "sglang_llada", dllm_algorithm=algorithm)
     logger.info(
-        "sglang-llada plugin active: %s served as a diffusion LM by %s, decoding algorithm %s%s",
+        "sglang-llada plugin active: %s served as a diffusion LM by %s, %s; decoding algorithm %s%s",
         cfg.model_path,
         MODEL_CLASS,
+        generation.describe(),
         algorithm,
-        "" if cfg.dllm_algorithm else " (default: threshold 0.95, top-1 fallback, block 32)",
+        " (the generation's default; --dllm-algorithm overrides)"
+        if chosen is None
+        else " (--dllm-algorithm)",
     )
+
+
+def _generation(server_args: Any) -> Any:
+    """The checkpoint's LLaDA2.X generation (sglang_llada/generation.py), --json-model-override-args
+    applied; a bad override or field is a start-up error that says what to fix."""
+    from sglang.srt.arg_groups.overrides import resolving_view
+
+    from sglang_llada.checkpoint_tokens import _local_dir
+    from sglang_llada.generation import checkpoint_generation
+
+    cfg = resolving_view(server_args)
+    model_dir = _local_dir(cfg.model_path, cfg.revision)
+    return checkpoint_generation(model_dir, _override_args(server_args), name=cfg.model_path)
 
 
 def _override_args(server_args: Any) -> dict[str, Any]:
@@ -264,6 +284,15 @@ def _dllm_config_from_checkpoint(result: Any, server_args: Any, *args: Any, **kw
     else:
         tokens = resolve_diffusion_tokens(cfg.model_path, cfg.tokenizer_path, cfg.revision)
         result.mask_id = tokens.mask_id
+    generation = _generation(server_args)
+    if generation.delete_token_id is not None:
+        # SGLang fills these for its JointThresholdInDel only; every algorithm of a 2.2 server
+        # needs them (ours keep DELETE / SPLIT out of the text).
+        result.delete_token_id = generation.delete_token_id
+        result.split_token_id = generation.split_token_id
+    if result.algorithm == generation.algorithm and generation.algorithm_config:
+        # The generation's preset (e.g. LLaDA2.1's Q mode) under the user's own keys.
+        result.algorithm_config = {**generation.algorithm_config, **(result.algorithm_config or {})}
     return result
 
 

@@ -490,6 +490,24 @@ class LLaDA2MoeModel(nn.Module):
         return self.norm(x)
 
 
+def _refuse_unsupported_runtime() -> None:
+    """What SGLang's in-tree class supports and this one does not, as start-up errors
+    (docs/llada2-generations.md has the whole table)."""
+    from sglang.srt.layers.dp_attention import is_dp_attention_enabled
+    from sglang.srt.utils import is_npu
+
+    if is_npu():
+        raise ValueError(
+            "sglang-llada's LLaDA2MoeModelLM does not run on Ascend NPUs (SGLang's in-tree class "
+            "has NPU kernels); uninstall sglang-llada to serve LLaDA2 on NPUs with SGLang alone"
+        )
+    if is_dp_attention_enabled():
+        raise ValueError(
+            "sglang-llada's LLaDA2MoeModelLM does not support --enable-dp-attention; drop it "
+            "(tensor parallelism shards the attention heads)"
+        )
+
+
 class LLaDA2MoeModelLM(nn.Module):
     """The class SGLang instantiates for `architectures: ["LLaDA2MoeModelLM"]`."""
 
@@ -500,6 +518,7 @@ class LLaDA2MoeModelLM(nn.Module):
         prefix: str = "",
     ) -> None:
         super().__init__()
+        _refuse_unsupported_runtime()
         self.config = config
         self.quant_config = quant_config
         self.model = LLaDA2MoeModel(config, quant_config, add_prefix("model", prefix))
