@@ -17,7 +17,9 @@ Seams used, all official:
   request; AFTER `SchedulerDllmMixin.init_diffusion_llm`: the cap sized from
   KV memory as for autoregressive models (batching on by default);
 - `HookRegistry` AFTER `TokenizerManager._validate_one_request`: a 400 for requests diffusion
-  decoding cannot honour, greedy unless a temperature is given (`request_policy.py`);
+  decoding cannot honour or whose per-request decoding knobs (`custom_params.dllm`) are
+  invalid, greedy unless a temperature is given; AFTER `SamplingBatchInfo.from_schedule_batch`:
+  each request's knobs on the diffusion batch (`request_policy.py`);
 - `HookRegistry` BEFORE `process_batch_result_dllm`: output-token logprobs (`logprobs.py`);
 - `HookRegistry` AFTER `SamplingBatchInfo.from_schedule_batch`: request seeds reach the
   diffusion sampler (`request_seeds.py`);
@@ -118,7 +120,10 @@ def _register_hooks() -> None:
         _size_dllm_batch_from_memory,
         HookType.AFTER,
     )
+    from sglang_llada.request_policy import register_hooks as register_request_knobs
     from sglang_llada.request_policy import validate_one_request_after
+
+    register_request_knobs()  # per-request decoding knobs reach the diffusion batch
 
     HookRegistry.register(
         "sglang.srt.managers.tokenizer_manager.TokenizerManager._validate_one_request",

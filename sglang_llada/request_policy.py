@@ -20,11 +20,29 @@ sampling. LLaDA2's reference decoding is greedy, so a diffusion request without 
 gets the checkpoint's generation_config temperature (the toys say 0.0) or, if it has none, 0.0.
 OpenAI chat requests already get the generation_config default from SGLang; `/v1/completions`
 keeps OpenAI's explicit default of 1.0 (pass `temperature: 0` for greedy).
+
+Per-request decoding knobs: `custom_params: {"dllm": {"threshold": 0.8}}` (in `sampling_params` of
+`/generate`; in the body of `/v1/chat/completions` and `/v1/completions`, which SGLang's OpenAI layer
+copies into the sampling params) overrides, for this request only, knobs of the server's algorithm
+(each class's `REQUEST_KNOBS`, sglang_llada/algorithms). Checked here against the server algorithm's
+class: an unknown key, a wrong type, an out-of-range value, a `dllm` entry that is not an object, or
+knobs sent to a server that decodes with one of SGLang's in-tree algorithms are a 400 naming the knob,
+what it accepts and the server algorithm. Batched `/generate` requests are checked item by item
+(SGLang validates each item). The scheduler checks them again (`LladaAlgorithm.validate_request`).
+
+Getting them to the algorithm: SGLang 0.5.23 copies the requests' custom_params onto the batch
+(`SamplingBatchInfo.custom_params`, a host list in row order) only for custom logit processors. The
+AFTER hook on `SamplingBatchInfo.from_schedule_batch` below fills it for diffusion batches in which a
+request carries knobs (SGLang builds every diffusion batch afresh each round, never merges them).
+`register_hooks()` is called when plugin.py imports this module during plugin registration, in every
+process, before SGLang applies the registered hooks.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
+
+from sglang_llada.algorithms.knobs import REQUEST_KEY, request_knobs_of
 
 GRAMMAR_FIELDS = ("regex", "json_schema", "ebnf", "structural_tag")
 
@@ -60,6 +78,29 @@ def diffusion_request_error(obj: Any) -> Optional[str]:
     return None
 
 
+def request_knobs_error(obj: Any, algorithm: str) -> Optional[str]:
+    """Why a request's `custom_params.dllm` cannot be honoured by the server's algorithm, or None."""
+    params = obj.sampling_params if isinstance(obj.sampling_params, dict) else {}
+    custom = params.get("custom_params")
+    if not isinstance(custom, dict) or REQUEST_KEY not in custom:
+        return None
+    dllm = request_knobs_of(custom)
+    from sglang_llada.algorithms import CLASS_PATHS, algorithm_class
+
+    if algorithm not in CLASS_PATHS:
+        if dllm is None or dllm == {}:
+            return None
+        return (
+            f"custom_params.{REQUEST_KEY}: per-request decoding knobs need one of sglang-llada's algorithms "
+            f"(--dllm-algorithm {', '.join(CLASS_PATHS)}); this server decodes with {algorithm}"
+        )
+    try:
+        algorithm_class(algorithm).check_request_knobs(dllm)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def default_temperature(manager: Any) -> float:
     """The checkpoint's generation_config temperature, else 0.0 (greedy, the LLaDA2 default)."""
     try:
@@ -82,13 +123,44 @@ def _dllm_algorithm(server_args: Any) -> Optional[str]:
 def validate_one_request_after(result: Any, manager: Any, obj: Any, *args: Any, **kwargs: Any) -> None:
     """AFTER `TokenizerManager._validate_one_request` (runs before the request's SamplingParams
     are built): raise ValueError (-> HTTP 400) if refused, else fill the default temperature."""
-    if _dllm_algorithm(manager.server_args) is None:
+    algorithm = _dllm_algorithm(manager.server_args)
+    if algorithm is None:
         return None
     if not hasattr(obj, "sampling_params") or not hasattr(obj, "logprob_start_len"):
         return None  # embedding requests
-    error = diffusion_request_error(obj)
+    error = diffusion_request_error(obj) or request_knobs_error(obj, algorithm)
     if error is not None:
         raise ValueError(error)
     if isinstance(obj.sampling_params, dict) and obj.sampling_params.get("temperature") is None:
         obj.sampling_params["temperature"] = default_temperature(manager)
     return None
+
+
+def batch_custom_params_after(result: Any, cls: Any, batch: Any, *args: Any, **kwargs: Any) -> Any:
+    """AFTER `SamplingBatchInfo.from_schedule_batch` (scheduler): the requests' custom_params on a
+    diffusion batch in which some request sets decoding knobs (one entry per row, None for none)."""
+    if result is None or getattr(result, "custom_params", None) is not None or not batch.is_dllm():
+        return None
+    params = [r.sampling_params.custom_params for r in batch.reqs]
+    if not any(request_knobs_of(p) for p in params):
+        return None
+    result.custom_params = params
+    return result
+
+
+_hooks_registered = False
+
+
+def register_hooks() -> None:
+    """Registers the scheduler-side hook above (idempotent)."""
+    global _hooks_registered
+    if _hooks_registered:
+        return
+    _hooks_registered = True
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+    HookRegistry.register(
+        "sglang.srt.sampling.sampling_batch_info.SamplingBatchInfo.from_schedule_batch",
+        batch_custom_params_after,
+        HookType.AFTER,
+    )

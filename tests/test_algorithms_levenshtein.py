@@ -20,7 +20,9 @@ import torch
 from sglang.srt.dllm.config import DllmConfig
 
 from sglang_llada.algorithms.edit import EditAlgorithm
+from sglang_llada.algorithms.knobs import REQUEST_STEP_CAP
 from sglang_llada.algorithms.levenshtein import LevenshteinAlgorithm, apply_indel, scatter_moved
+from sglang_llada.algorithms.unmask import FactorAlgorithm, StaticAlgorithm, ThresholdAlgorithm
 from sglang_llada.kernels.testing import host_syncs
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -507,7 +509,11 @@ def test_levenshtein_knob_ranges() -> None:
     with pytest.raises(ValueError, match="unknown key"):
         make({"max_post_edit_steps": 4})  # SGLang's spelling is not ours
     algo = make({"max_indel_steps": 5, "max_edit_steps": 3}, s=8)
-    assert algo.max_steps(8) == 8 + 5 + 3 + 2
+    assert algo.final_step == 8 + 5 + 3  # the server's budgets bound its rows
+    # max_steps covers the largest budgets a request may ask for (custom_params.dllm)
+    assert algo.max_steps(8) == 8 + REQUEST_STEP_CAP + REQUEST_STEP_CAP + 2
+    big = make({"max_indel_steps": 100, "max_edit_steps": 70}, s=8)
+    assert big.max_steps(8) == 8 + 100 + 70 + 2
 
 
 def test_missing_control_ids_is_a_clear_error() -> None:
@@ -554,3 +560,45 @@ def test_edit_t2t_is_strict_and_s_mode_edits_every_disagreement() -> None:
     assert run({"edit_threshold": 1.0}, torch.nn.functional.one_hot(torch.tensor([4] * 4), V).to(DEVICE) * 200.0) == [
         [5, 9, 9, 4]
     ]  # probability 1.0 (saturated) does not pass 1.0: editing off
+
+
+# ----------------------------------------------------------------------------------------------
+# the other algorithms on a LLaDA2.2 checkpoint: DELETE / SPLIT are never written
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [ThresholdAlgorithm, StaticAlgorithm, FactorAlgorithm, EditAlgorithm],
+                         ids=lambda c: c.NAME)
+def test_other_algorithms_never_write_control_tokens(cls: type) -> None:
+    """DELETE / SPLIT are the argmax at two masked positions: with their ids in the DllmConfig the
+    runner-up is written instead (base.py `scored`), and the logits are left as they were."""
+    preds = [[(5, 0.99), control_with_runner_up(D, 11), control_with_runner_up(P, 12), (7, 0.99)]]
+
+    def decode(**ids: Any) -> list[list[int]]:
+        algo = cls(config(cls.NAME, {}, s=4, **ids))
+        fb = batch([[5, M, M, M]])
+        states = algo.init_step_state(fb)
+        logits = logits_for(preds)
+        before = logits.clone()
+        for _ in range(algo.max_steps(4)):
+            done = algo.step(fb, logits, states)
+            assert torch.equal(logits, before)
+            if all(done):
+                break
+        assert all(done)
+        return ids_of(fb)
+
+    assert decode() == [[5, 11, 12, 7]]
+    # not a LLaDA2.2 checkpoint (no control ids): the argmax is written, as before
+    assert decode(delete_token_id=None, split_token_id=None) == [[5, D, P, 7]]
+
+
+def test_edit_never_edits_into_a_control_token() -> None:
+    algo = EditAlgorithm(config(EditAlgorithm.NAME, {"mode": "S"}, s=4))
+    fb = batch([[5, M, M, M]])
+    states = algo.init_step_state(fb)
+    fb.input_ids.copy_(torch.tensor([5, 9, 9, 9], device=DEVICE))  # written positions, no mask left
+    preds = [[(5, 0.99), control_with_runner_up(P, 11), (D, 0.99), (9, 0.99)]]
+    algo.step(fb, logits_for(preds), states)
+    # T2T to the runner-up at 1; at 2 (DELETE excluded, the ordinary tokens tie) the draw is token 0
+    assert ids_of(fb) == [[5, 11, 0, 9]]

@@ -21,6 +21,7 @@ from sglang.srt.dllm.config import DllmConfig
 
 from sglang_llada.algorithms import CLASS_PATHS, register
 from sglang_llada.algorithms.edit import EditAlgorithm, EditState
+from sglang_llada.algorithms.knobs import REQUEST_STEP_CAP
 from sglang_llada.algorithms.levenshtein import LevenshteinAlgorithm
 from sglang_llada.algorithms.unmask import FactorAlgorithm, StaticAlgorithm, ThresholdAlgorithm, factor_count
 from sglang_llada.kernels.testing import host_syncs
@@ -237,7 +238,9 @@ def test_edit_stops_after_max_edit_steps() -> None:
             break
     # 3 edit-only steps, then the step that exceeds the budget finishes without writing
     assert flips == [20, 21, 22, 22]
-    assert algo.max_steps(4) == 4 + 3 + 1
+    # the largest budget a request may ask for (custom_params.dllm), or the server's if larger
+    assert algo.max_steps(4) == 4 + REQUEST_STEP_CAP + 1
+    assert make(EditAlgorithm, {"max_edit_steps": 100}).max_steps(4) == 4 + 100 + 1
 
 
 def test_edit_with_zero_budget_ends_blocks_like_threshold() -> None:

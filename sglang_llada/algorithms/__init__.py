@@ -1,18 +1,32 @@
 """Our dLLM decoding algorithms, selectable with `--dllm-algorithm NAME` once `register()` ran.
 
-| name                 | class                              | knobs (`--dllm-algorithm-config` YAML)                  |
-|----------------------|------------------------------------|---------------------------------------------------------|
-| `llada2_threshold`   | `unmask.ThresholdAlgorithm`        | threshold (0.95)                                        |
-| `llada2_static`      | `unmask.StaticAlgorithm`           | tokens_per_step (2)                                     |
-| `llada2_factor`      | `unmask.FactorAlgorithm`           | factor (1.0)                                            |
-| `llada2_edit`        | `edit.EditAlgorithm`               | mode (none), threshold, edit_threshold, max_edit_steps  |
-| `llada2_levenshtein` | `levenshtein.LevenshteinAlgorithm` | mode (Q), the same three, max_indel_steps (32)          |
+| name                 | class                              | knobs (`--dllm-algorithm-config` YAML)                  | per request (`custom_params.dllm`)    |
+|----------------------|------------------------------------|---------------------------------------------------------|---------------------------------------|
+| `llada2_threshold`   | `unmask.ThresholdAlgorithm`        | threshold (0.95)                                        | threshold                             |
+| `llada2_static`      | `unmask.StaticAlgorithm`           | tokens_per_step (2)                                     | tokens_per_step                       |
+| `llada2_factor`      | `unmask.FactorAlgorithm`           | factor (1.0)                                            | factor                                |
+| `llada2_edit`        | `edit.EditAlgorithm`               | mode (none), threshold, edit_threshold, max_edit_steps  | all four (max_edit_steps <= 64)       |
+| `llada2_levenshtein` | `levenshtein.LevenshteinAlgorithm` | mode (Q), the same three, max_indel_steps (32)          | all five (both budgets <= 64)         |
 
 `mode` presets (threshold / edit_threshold / max_edit_steps): `none` 0.95 / 0.9 / 4 (llada2_edit's
 default, its values before modes), `Q` 0.7 / 0.5 / 16 and `S` 0.5 / 0.0 / 16 (the LLaDA2.1 model
 card's Quality and Speedy modes; llada2_levenshtein offers Q, its default, and S). An explicit
 threshold / edit_threshold / max_edit_steps key overrides the mode's value. llada2_levenshtein
 (LLaDA2.2 DELETE / SPLIT editing) also needs the checkpoint's `delete_token_id` / `split_token_id`.
+
+Per-request knobs: a request may set the knobs of the last column for itself, with
+`custom_params: {"dllm": {"threshold": 0.8}}` (in `sampling_params` of `/generate`; in the body of
+`/v1/chat/completions` and `/v1/completions`, e.g. the OpenAI client's `extra_body`). Each class
+lists them in `REQUEST_KNOBS` (the same `Knob` objects as `KNOBS`, the step budgets capped at
+`knobs.REQUEST_STEP_CAP` = 64). A request's `mode` applies its preset to the keys the request does
+not set: request keys > the request's mode preset > the server's resolved values. Requests with
+different knobs share a batch; each row decodes by its own. A bad knob (unknown key, `sampling`,
+wrong type, out of range), or knobs sent to a server decoding with one of SGLang's in-tree
+algorithms, is an HTTP 400 (sglang_llada/request_policy.py) naming the knob, its allowed values and
+the server algorithm.
+
+On a LLaDA2.2 checkpoint (DllmConfig `delete_token_id` / `split_token_id` set), every algorithm
+but `llada2_levenshtein` excludes the DELETE / SPLIT logits, so it never writes those ids.
 
 Every algorithm also takes `sampling: request` (default: honour each request's temperature /
 top-k / top-p / seed, greedy at temperature 0; see sampling.py) or `sampling: greedy` (ignore them), and ignores SGLang's own keys

@@ -33,6 +33,24 @@ scheduler side (`sglang_llada/logprobs.py`) copies them to the host once per rou
 batches with a `return_logprob` request. A token re-written by an edit step gets the logprob of
 its last write.
 
+Per-request knobs: a request may override the knobs its algorithm lists in `REQUEST_KNOBS` with
+`custom_params: {"dllm": {...}}` (knobs.py; checked in the tokenizer process by request_policy.py
+and again here by `validate_request`, SGLang's scheduler-side check). SGLang 0.5.23 puts the
+requests' custom_params on the batch (`sampling_info.custom_params`, a host list in batch row order)
+only for custom logit processors; request_policy.py's scheduler hook fills it for diffusion batches
+in which some request carries knobs. `row_knobs` turns it into one [B] device tensor per numeric knob
+(each row: request keys > the request's `mode` preset > the server's resolved values): host data and
+one non-blocking host->device copy, cached while the batch's list is the same (every step of a
+synchronous run) or its values are. Rows without knobs get the server's values; a batch in which no
+row sets any knob takes the fast path (the server's scalars, as before). Per-row state lives in
+`Rows`, so in FDFO mode a row's counters persist between rounds while its knobs are read afresh each
+step from the batch's sampling info, which follows the batch's row order.
+
+Control tokens: on a LLaDA2.2 checkpoint (DllmConfig `delete_token_id` / `split_token_id` set) the
+DELETE / SPLIT ids are not text; only `llada2_levenshtein` interprets them. The other algorithms score
+with those logit columns at -inf (`confidence_excluding`: overwritten in place, restored after the
+kernel), so they never write them.
+
 Shapes: B requests, S = block_size, N = B * S positions, V vocabulary. `fb.input_ids` is [N] int64
 and `full_logits` [N, V]; both are row-major by request.
 """
@@ -40,18 +58,25 @@ and `full_logits` [N, V]; both are row-major by request.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar, List, Optional, Sequence
+from typing import Any, ClassVar, List, Mapping, Optional, Sequence
 
 import torch
 from sglang.srt.dllm.algorithm.base import DllmAlgorithm
 from sglang.srt.dllm.config import DllmConfig
 
 from sglang_llada.algorithms import LOGPROBS_ATTR
-from sglang_llada.algorithms.knobs import SAMPLING, Knob, Value, read_knobs
+from sglang_llada.algorithms.knobs import SAMPLING, Knob, Value, check_request_knobs, read_knobs, request_knobs_of
 from sglang_llada.algorithms.sampling import SeedCache, sampling_kwargs
+from sglang_llada.kernels.confidence import confidence
 
 Tensor = torch.Tensor
+
+logger = logging.getLogger(__name__)
+
+NEG_INF = float("-inf")
+INT32_MAX = (1 << 31) - 1
 
 
 @dataclass
@@ -91,11 +116,59 @@ def gather_rows(states: Sequence[RowState]) -> Any:
     return rows
 
 
+def confidence_excluding(
+    logits: Tensor, live: Tensor, banned: Sequence[tuple[int, Optional[Tensor]]], **kwargs: Any
+) -> tuple[Tensor, Tensor]:
+    """`confidence(logits, live, **kwargs)` with some logit columns at -inf.
+
+    banned: (column, where) pairs; `where` None bans the column at every position, an [N] bool
+    tensor only where it is True. The columns are overwritten in place and restored once the kernel
+    is queued (stream order keeps this correct on the GPU); only [N] values are copied, never the
+    [N, V] logits. An inference tensor outside inference mode cannot be written, so it is copied
+    instead. Columns >= V are ignored.
+    """
+    v = logits.shape[1]
+    banned = [(c, where) for c, where in banned if 0 <= c < v]
+    if not banned:
+        return confidence(logits, live, **kwargs)
+    if logits.is_inference() and not torch.is_inference_mode_enabled():
+        logits = logits.clone()
+    saved = [logits[:, c].clone() for c, _ in banned]
+    try:
+        for (c, where), col in zip(banned, saved):
+            logits[:, c].copy_(torch.full_like(col, NEG_INF) if where is None else torch.where(where, NEG_INF, col))
+        return confidence(logits, live, **kwargs)
+    finally:
+        for (c, _), col in zip(banned, saved):
+            logits[:, c].copy_(col)
+
+
+def control_token_ids(config: DllmConfig) -> tuple[int, ...]:
+    """The DELETE / SPLIT ids of a LLaDA2.2 checkpoint (DllmConfig), other than the mask id; () if none."""
+    ids = (getattr(config, "delete_token_id", None), getattr(config, "split_token_id", None))
+    return tuple(
+        sorted({i for i in ids if isinstance(i, int) and not isinstance(i, bool) and i >= 0 and i != config.mask_id})
+    )
+
+
+@dataclass
+class _RowKnobCache:
+    """The last batch's per-row knob tensors (see `LladaAlgorithm.row_knobs`)."""
+
+    params: Any = None  # the batch's custom_params list (kept alive: identity is the fast check)
+    length: int = 0
+    key: Any = None  # the rows' validated knobs, as a hashable tuple
+    device: Any = None
+    values: Optional[dict[str, Tensor]] = None
+
+
 class LladaAlgorithm(DllmAlgorithm):
     """Base of our algorithms: reads and validates the knobs, builds the per-step kernel inputs."""
 
     NAME: ClassVar[str] = "llada2"
     KNOBS: ClassVar[Sequence[Knob]] = ()
+    # The knobs a request may set for itself (custom_params.dllm); see the module docstring.
+    REQUEST_KNOBS: ClassVar[Sequence[Knob]] = ()
     # The scheduler may hand us EXTEND batches of many prompt blocks (sglang_llada/prefill.py).
     whole_prompt_prefill: ClassVar[bool] = True
 
@@ -104,6 +177,103 @@ class LladaAlgorithm(DllmAlgorithm):
         self.knobs: dict[str, Value] = read_knobs(config.algorithm_config, (*self.KNOBS, SAMPLING), self.NAME)
         self.sample_requests = self.knobs["sampling"] == "request"
         self._seed_cache = SeedCache()
+        self._knob_cache = _RowKnobCache()
+        self._warned_knob_rows = False
+        # DELETE / SPLIT (LLaDA2.2): never written by this algorithm (levenshtein.py overrides)
+        self.control_ids = control_token_ids(config)
+
+    # -- per-request knobs ---------------------------------------------------------------------
+
+    @classmethod
+    def check_request_knobs(cls, dllm: Any) -> dict[str, Value]:
+        """A request's `custom_params.dllm`, validated (ValueError naming the knob and this algorithm)."""
+        return check_request_knobs(dllm, cls.REQUEST_KNOBS, cls.NAME)
+
+    @classmethod
+    def validate_request(cls, req: Any) -> Optional[str]:
+        """SGLang's scheduler-side check (an error string aborts the request with a 400): the
+        request's knobs, again, so that `step` never sees a bad value whatever the entry point."""
+        error = super().validate_request(req)
+        if error:
+            return error
+        try:
+            cls.check_request_knobs(request_knobs_of(getattr(req.sampling_params, "custom_params", None)))
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    def resolve_request(self, overrides: Mapping[str, Value]) -> dict[str, Value]:
+        """A row's knob values: its validated overrides over the server's resolved knobs."""
+        return {**self.knobs, **overrides}
+
+    def row_knobs(self, forward_batch: Any) -> Optional[dict[str, Tensor]]:
+        """{knob: [B] device tensor (fp32, or int32 for integer knobs)} for every numeric
+        REQUEST_KNOB, each row resolved by `resolve_request`; None when no row of the batch sets a
+        knob (the fast path). Host data only: no device->host sync."""
+        info = getattr(forward_batch, "sampling_info", None)
+        params = getattr(info, "custom_params", None)
+        if not params or not self.REQUEST_KNOBS:
+            return None
+        device = forward_batch.input_ids.device
+        cache = self._knob_cache
+        if params is cache.params and len(params) == cache.length and device == cache.device:
+            return cache.values  # the same batch (SGLang builds each diffusion batch's list afresh)
+        raw = [request_knobs_of(p) for p in params]
+        rows: Optional[list[dict[str, Value]]] = None
+        if any(raw):
+            if len(params) == forward_batch.batch_size:
+                rows = [self._checked_row(r) for r in raw]
+            elif not self._warned_knob_rows:
+                self._warned_knob_rows = True
+                logger.warning(
+                    "dLLM algorithm %s: the batch carries %d custom_params for %d requests; per-request "
+                    "knobs ignored for such batches", self.NAME, len(params), forward_batch.batch_size,
+                )
+        key = None if rows is None or not any(rows) else tuple(tuple(sorted(r.items())) for r in rows)
+        if key is None:
+            values = None
+        elif key == cache.key and device == cache.device:
+            values = cache.values
+        else:
+            values = self._row_tensors(rows, device)
+        cache.params, cache.length, cache.key, cache.device, cache.values = params, len(params), key, device, values
+        return values
+
+    def _checked_row(self, raw: Any) -> dict[str, Value]:
+        try:
+            return self.check_request_knobs(raw)
+        except ValueError as exc:  # validate_request refuses such requests; never fail a batch here
+            logger.warning("dLLM algorithm %s: ignoring a row's knobs: %s", self.NAME, exc)
+            return {}
+
+    def _row_tensors(self, rows: Sequence[Mapping[str, Value]], device: torch.device) -> dict[str, Tensor]:
+        knobs = [k for k in self.REQUEST_KNOBS if k.kind is not str]
+        resolved = [self.resolve_request(r) for r in rows]
+
+        def number(knob: Knob, value: Value) -> float:
+            return float(min(int(value), INT32_MAX)) if knob.kind is int else float(value)
+
+        # one [K, B] fp64 host tensor (exact for int32 and fp32 values), one non-blocking copy
+        host = torch.tensor([[number(k, r[k.name]) for r in resolved] for k in knobs], dtype=torch.float64)
+        if device.type == "cuda":
+            host = host.pin_memory()  # a pageable copy would make the host wait for the stream
+        dev = host.to(device, non_blocking=True)
+        return {
+            k.name: dev[i].to(torch.int32 if k.kind is int else torch.float32) for i, k in enumerate(knobs)
+        }
+
+    def knob_vector(self, forward_batch: Any, rows: Optional[Mapping[str, Tensor]], name: str) -> Tensor:
+        """[B]: the rows' values of knob `name`, or the server's (`block_vector`) on the fast path."""
+        if rows is not None:
+            return rows[name]
+        value = self.knobs[name]
+        if isinstance(value, int):  # int32 on the device: larger budgets / counts mean "all" anyway
+            return self.block_vector(forward_batch, min(value, INT32_MAX), torch.int32)
+        return self.block_vector(forward_batch, value, torch.float32)
+
+    def scored(self, logits: Tensor, live: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        """`confidence` with the control tokens (DELETE / SPLIT) excluded, if the checkpoint has them."""
+        return confidence_excluding(logits, live, [(c, None) for c in self.control_ids], **kwargs)
 
     def init_step_state(self, forward_batch: Any) -> List[Any]:
         """One `RowState` per request, all rows of one fresh `Rows` (logprobs zeroed)."""

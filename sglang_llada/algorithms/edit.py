@@ -34,6 +34,15 @@ with SGLang's `p > 0`; `>=` would additionally accept a sampled token whose prob
 to 0. And `edit_threshold: 1.0` now disables editing (no probability exceeds 1), where `>=` would
 still edit at a saturated probability of exactly 1.
 
+Per-request knobs (`custom_params: {"dllm": {...}}`, base.py): `mode`, `threshold`,
+`edit_threshold`, `max_edit_steps` (at most `REQUEST_STEP_CAP` = 64). A request's `mode` applies its
+preset to the three keys the request does not set: request keys > request mode preset > the
+server's resolved values. `max_steps` covers max(server `max_edit_steps`, 64), so SGLang's
+synchronous loop never cuts such a request's block short.
+
+Control tokens: with a LLaDA2.2 checkpoint's DELETE / SPLIT ids in the DllmConfig, their logits are
+excluded (base.py `scored`): neither M2T nor T2T writes them.
+
 Reference semantics: the LLaDA2.1 `generate` loop (mirrored by the `dllm` package's
 `LLaDA21Sampler`: editing_threshold, max_post_steps) and SGLang 0.5.23's in-tree `JointThreshold`
 (sglang/srt/dllm/algorithm/joint_threshold.py), whose bookkeeping this follows step for step:
@@ -80,8 +89,7 @@ import torch
 from sglang.srt.dllm.config import DllmConfig
 
 from sglang_llada.algorithms.base import LladaAlgorithm, Rows, RowState, done_list
-from sglang_llada.algorithms.knobs import Knob, Value
-from sglang_llada.kernels.confidence import confidence
+from sglang_llada.algorithms.knobs import REQUEST_STEP_CAP, Knob, Value
 from sglang_llada.kernels.select_commit import select_commit
 
 Tensor = torch.Tensor
@@ -122,6 +130,25 @@ def resolve_mode(
     return {**knobs, **{k: v for k, v in preset.items() if k not in given}}
 
 
+def resolve_request_mode(
+    server: Mapping[str, Value], overrides: Mapping[str, Value], modes: Mapping[str, tuple[float, float, int]]
+) -> dict[str, Value]:
+    """A row's knobs: request keys > the request's `mode` preset > the server's resolved values."""
+    preset: dict[str, Value] = {}
+    if "mode" in overrides:
+        preset = {k: v for k, v in zip(MODE_KNOBS, modes[str(overrides["mode"])]) if k not in overrides}
+    return {**server, **preset, **overrides}
+
+
+# The step budgets a request may raise, up to REQUEST_STEP_CAP (max_steps covers the cap).
+STEP_BUDGETS = ("max_edit_steps", "max_indel_steps")
+
+
+def request_knobs(knobs: Sequence[Knob]) -> tuple[Knob, ...]:
+    """An editing algorithm's REQUEST_KNOBS: its KNOBS, the step budgets capped at REQUEST_STEP_CAP."""
+    return tuple(k.capped(REQUEST_STEP_CAP) if k.name in STEP_BUDGETS else k for k in knobs)
+
+
 class EditAlgorithm(LladaAlgorithm):
     """LLaDA2.1 M2T + T2T editing (see the module docstring)."""
 
@@ -134,6 +161,7 @@ class EditAlgorithm(LladaAlgorithm):
         Knob("edit_threshold", 0.9, float, 0.0, 1.0),
         Knob("max_edit_steps", 4, int, 0, None),
     )
+    REQUEST_KNOBS: ClassVar[Sequence[Knob]] = request_knobs(KNOBS)
 
     def __init__(self, config: DllmConfig):
         super().__init__(config)
@@ -144,8 +172,12 @@ class EditAlgorithm(LladaAlgorithm):
         self.max_edit_steps = int(self.knobs["max_edit_steps"])
 
     def max_steps(self, block_size: int) -> int:
-        # block_size M2T steps at most, the edit budget, and the step that reports done
-        return block_size + self.max_edit_steps + 1
+        # block_size M2T steps at most, the edit budget (a request's may be larger, up to the cap),
+        # and the step that reports done
+        return block_size + max(self.max_edit_steps, REQUEST_STEP_CAP) + 1
+
+    def resolve_request(self, overrides: Mapping[str, Value]) -> dict[str, Value]:
+        return resolve_request_mode(self.knobs, overrides, self.MODES)
 
     def init_step_state(self, forward_batch: Any) -> List[Any]:
         b = forward_batch.batch_size
@@ -164,21 +196,27 @@ class EditAlgorithm(LladaAlgorithm):
         ids = forward_batch.input_ids.view(b, s)  # shares storage: writes go to input_ids
         masked = (ids == self.mask_id) & ~rows.prompt  # [B, S]
         n_masked = masked.sum(dim=1)  # [B]
-        eligible = self._advance_budget(rows, n_masked)  # [B]
+        knobs = self.row_knobs(forward_batch)  # None: every row decodes by the server's knobs
+        if knobs is None:
+            edit_threshold: Any = self.edit_threshold
+            max_edit_steps: Any = self.max_edit_steps
+        else:
+            edit_threshold, max_edit_steps = knobs["edit_threshold"][:, None], knobs["max_edit_steps"]
+        eligible = self._advance_budget(rows, n_masked, max_edit_steps)  # [B]
         live = ~rows.prompt & eligible[:, None]  # [B, S]: positions scored this step
 
         salt = n_masked + (s + 1) * rows.edit_steps.to(torch.int64)  # distinct per step of a block
-        token, prob = confidence(full_logits, live.reshape(-1), **self.sampling(forward_batch, salt))
+        token, prob = self.scored(full_logits, live.reshape(-1), **self.sampling(forward_batch, salt))
         token2, prob2 = token.view(b, s), prob.view(b, s)
 
-        edit = live & ~masked & (prob2 > self.edit_threshold) & (token2 != ids)  # T2T [B, S], strict
+        edit = live & ~masked & (prob2 > edit_threshold) & (token2 != ids)  # T2T [B, S], strict
         m2t = (masked & eligible[:, None]).reshape(-1)
         committed, n_commit, _ = select_commit(
             forward_batch.input_ids,
             token,
             prob,
             m2t,
-            self.block_vector(forward_batch, self.threshold, torch.float32),
+            self.knob_vector(forward_batch, knobs, "threshold"),
             self.block_vector(forward_batch, 1, torch.int32),
             s,
         )
@@ -188,11 +226,12 @@ class EditAlgorithm(LladaAlgorithm):
         rows.finished |= eligible & ~changed  # this forward saw the final block
         return done_list(rows.finished)
 
-    def _advance_budget(self, rows: EditRows, n_masked: Tensor) -> Tensor:
-        """Counts the edit-only steps; finishes blocks over budget. -> [B] bool rows still working."""
+    def _advance_budget(self, rows: EditRows, n_masked: Tensor, max_edit_steps: Any) -> Tensor:
+        """Counts the edit-only steps; finishes blocks over budget (max_edit_steps: an int, or [B]
+        int32 per row). -> [B] bool rows still working."""
         active = ~rows.finished
         idle = active & (n_masked == 0)  # no mask left: an edit-only step
         rows.edit_steps += idle.to(torch.int32)
-        exhausted = idle & (rows.edit_steps > self.max_edit_steps)
+        exhausted = idle & (rows.edit_steps > max_edit_steps)
         rows.finished |= exhausted
         return active & ~exhausted

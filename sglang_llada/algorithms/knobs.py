@@ -9,10 +9,17 @@ validate every key when the scheduler builds them (server start-up), so a bad fi
 
 Keys that SGLang itself reads from the same file (`block_size` in `DllmConfig.from_server_args`,
 `capture_input_preparation`) are accepted and left to SGLang.
+
+Per-request knobs (`check_request_knobs`): a request may override some of its server algorithm's
+knobs for itself with `custom_params: {"dllm": {...}}` (each algorithm class lists them in
+`REQUEST_KNOBS`, the same `Knob` objects, the step budgets capped at `REQUEST_STEP_CAP`). They are
+checked by the same rules, in the tokenizer process (request_policy.py: a bad one is an HTTP 400)
+and again by the scheduler (`LladaAlgorithm.validate_request`), so a step never sees a bad value.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -21,6 +28,15 @@ from typing import Any, Mapping, Optional, Sequence, Union
 SGLANG_KEYS = frozenset({"block_size", "capture_input_preparation"})
 
 Value = Union[int, float, str]
+
+# Where a request puts its knobs: `custom_params: {"dllm": {...}}` (sampling params of /generate, the
+# body of the OpenAI endpoints).
+REQUEST_KEY = "dllm"
+# The most post-edit (`max_edit_steps`) or DELETE / SPLIT (`max_indel_steps`) steps a request may ask
+# for; `max_steps` of the editing algorithms covers max(server value, this), so SGLang's synchronous
+# loop never cuts a request's block short.
+REQUEST_STEP_CAP = 64
+YAML_HINT = "set it in the YAML file passed by --dllm-algorithm-config"
 
 
 @dataclass(frozen=True)
@@ -46,16 +62,17 @@ class Knob:
         right = ")" if self.high is None else "]"
         return f"{noun} in {left}{lo}, {hi}{right}"
 
-    def check(self, value: Any, algorithm: str) -> Value:
+    def check(self, value: Any, algorithm: str, hint: str = YAML_HINT) -> Value:
         """`value` converted to the knob's type, or a ValueError naming the knob and its range."""
-        if not self._valid(value):
-            raise ValueError(
-                f"dLLM algorithm {algorithm}: `{self.name}` must be {self.allowed()}, got {value!r} "
-                "(set it in the YAML file passed by --dllm-algorithm-config)"
-            )
+        if not self.accepts(value):
+            raise ValueError(f"dLLM algorithm {algorithm}: `{self.name}` must be {self.allowed()}, got {value!r} ({hint})")
         return self.kind(value)
 
-    def _valid(self, value: Any) -> bool:
+    def capped(self, high: float) -> "Knob":
+        """The same knob with an upper bound (a request's copy of an unbounded step budget)."""
+        return dataclasses.replace(self, high=high if self.high is None else min(self.high, high))
+
+    def accepts(self, value: Any) -> bool:
         if self.kind is str:
             return isinstance(value, str) and value in self.choices
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -89,3 +106,40 @@ def read_knobs(config: Optional[Mapping[str, Any]], knobs: Sequence[Knob], algor
         known = ", ".join(sorted(by_name) + sorted(SGLANG_KEYS))
         raise ValueError(f"dLLM algorithm {algorithm}: unknown key(s) {', '.join(unknown)} (known: {known})")
     return {k.name: k.check(config.get(k.name, k.default), algorithm) for k in knobs}
+
+
+def check_request_knobs(dllm: Any, knobs: Sequence[Knob], algorithm: str) -> dict[str, Value]:
+    """A request's `custom_params.dllm` mapping, validated against `knobs` (the server algorithm's
+    REQUEST_KNOBS): {knob name: value of the knob's type}, or a ValueError naming the knob, what it
+    accepts and the server algorithm. `None` is the same as no knob."""
+    allowed = ", ".join(k.name for k in knobs) or "nothing"
+    where = f"server algorithm {algorithm}; a request may set: {allowed}"
+    if dllm is None:
+        return {}
+    if not isinstance(dllm, Mapping):
+        raise ValueError(
+            f"custom_params.{REQUEST_KEY} must be a JSON object of decoding knobs, got "
+            f"{type(dllm).__name__} {dllm!r} ({where})"
+        )
+    by_name = {k.name: k for k in knobs}
+    out: dict[str, Value] = {}
+    for key, value in dllm.items():
+        knob = by_name.get(key)
+        if knob is None:
+            why = (
+                "is server-wide (--dllm-algorithm-config), a request cannot set it"
+                if key == SAMPLING.name
+                else "is not a per-request knob"
+            )
+            raise ValueError(f"custom_params.{REQUEST_KEY}: `{key}` {why} ({where})")
+        if not knob.accepts(value):
+            raise ValueError(
+                f"custom_params.{REQUEST_KEY}.{key} must be {knob.allowed()}, got {value!r} ({where})"
+            )
+        out[key] = knob.kind(value)
+    return out
+
+
+def request_knobs_of(custom_params: Any) -> Any:
+    """The raw `dllm` entry of a request's custom_params (None when absent)."""
+    return custom_params.get(REQUEST_KEY) if isinstance(custom_params, Mapping) else None

@@ -50,6 +50,12 @@ Budgets and termination (every bound is per block and per row, on the device):
   the forced final round and the done step, so SGLang's synchronous loop never cuts a block
   short, and FDFO rounds (which have no cap of their own) end too.
 
+Per-request knobs (`custom_params: {"dllm": {...}}`, base.py): `mode`, `threshold`,
+`edit_threshold`, `max_edit_steps`, `max_indel_steps` (the two budgets at most `REQUEST_STEP_CAP` =
+64), resolved as in `llada2_edit` (request keys > request mode preset > server values); each row's
+hard cap uses its own budgets, and `max_steps` uses max(server value, 64) for both, so the bound
+above holds for every request.
+
 Knobs: `mode` (`Q` default, or `S`: LLaDA2.1's presets, which LLaDA2.2 keeps -- Q: threshold 0.7,
 edit_threshold 0.5, max_edit_steps 16; S: 0.5 / 0.0 / 16), explicit `threshold`,
 `edit_threshold`, `max_edit_steps` override the mode's values, `max_indel_steps` (32),
@@ -97,10 +103,9 @@ from typing import Any, ClassVar, List, Mapping, Sequence
 import torch
 from sglang.srt.dllm.config import DllmConfig
 
-from sglang_llada.algorithms.base import LladaAlgorithm, Rows, RowState, done_list
-from sglang_llada.algorithms.edit import resolve_mode
-from sglang_llada.algorithms.knobs import Knob
-from sglang_llada.kernels.confidence import confidence
+from sglang_llada.algorithms.base import LladaAlgorithm, Rows, RowState, confidence_excluding, done_list
+from sglang_llada.algorithms.edit import request_knobs, resolve_mode, resolve_request_mode
+from sglang_llada.algorithms.knobs import REQUEST_STEP_CAP, Knob, Value
 from sglang_llada.kernels.select_commit import select_commit
 
 Tensor = torch.Tensor
@@ -204,6 +209,7 @@ class LevenshteinAlgorithm(LladaAlgorithm):
         Knob("max_edit_steps", 16, int, 0, None),
         Knob("max_indel_steps", 32, int, 0, None),
     )
+    REQUEST_KNOBS: ClassVar[Sequence[Knob]] = request_knobs(KNOBS)
 
     def __init__(self, config: DllmConfig):
         super().__init__(config)
@@ -216,10 +222,16 @@ class LevenshteinAlgorithm(LladaAlgorithm):
         self.max_indel_steps = int(self.knobs["max_indel_steps"])
         # a row that has taken this many writing steps is forced into its final round
         self.final_step = self.block_size + self.max_indel_steps + self.max_edit_steps
+        self.control_ids = ()  # DELETE / SPLIT are this algorithm's to interpret (`_scored`)
 
     def max_steps(self, block_size: int) -> int:
-        # the bound of the module docstring: forced final round, then the done step
-        return block_size + self.max_indel_steps + self.max_edit_steps + 2
+        # the bound of the module docstring (forced final round, then the done step), for the
+        # largest budgets a request may ask for
+        indel = max(self.max_indel_steps, REQUEST_STEP_CAP)
+        return block_size + indel + max(self.max_edit_steps, REQUEST_STEP_CAP) + 2
+
+    def resolve_request(self, overrides: Mapping[str, Value]) -> dict[str, Value]:
+        return resolve_request_mode(self.knobs, overrides, self.MODES)
 
     def init_step_state(self, forward_batch: Any) -> List[Any]:
         b, s = forward_batch.batch_size, self.block_size
@@ -252,17 +264,31 @@ class LevenshteinAlgorithm(LladaAlgorithm):
         n_masked = masked.sum(dim=1)  # [B]
         n_orig = (masked & rows.orig).sum(dim=1)
 
+        # -- the knobs: the server's scalars, or one value per row (requests' custom_params.dllm)
+        knobs = self.row_knobs(forward_batch)
+        if knobs is None:
+            threshold: Any = self.threshold
+            edit_threshold: Any = self.edit_threshold
+            max_edit: Any = self.max_edit_steps
+            max_indel: Any = self.max_indel_steps
+            final_step: Any = self.final_step
+        else:
+            threshold, edit_threshold = knobs["threshold"], knobs["edit_threshold"]
+            max_edit, max_indel = knobs["max_edit_steps"], knobs["max_indel_steps"]
+            final_step = s + max_indel + max_edit  # [B] int32
+        row_threshold = threshold if knobs is None else threshold[:, None]
+
         # -- budgets: which rows stop now, which write, which play their final round
         active = ~rows.finished
         idle = active & (n_orig == 0)  # a post-edit step
         rows.edit_steps += idle.to(torch.int32)
-        over = rows.edit_steps > self.max_edit_steps
+        over = rows.edit_steps > max_edit
         stop = active & (rows.last | (idle & over & (n_masked == 0)))  # this forward saw the final block
         rows.finished |= stop
         work = active & ~stop  # [B] rows that write this step
-        final = work & ((idle & (rows.edit_steps >= self.max_edit_steps)) | (rows.steps >= self.final_step))
+        final = work & ((idle & (rows.edit_steps >= max_edit)) | (rows.steps >= final_step))
         commit_all = idle | final  # commit every mask (introduced ones only, unless forced)
-        no_indel = final | (rows.indel_steps >= self.max_indel_steps)  # [B]
+        no_indel = final | (rows.indel_steps >= max_indel)  # [B]
         # everything up to the block's last prompt position stays put (the prompt is a prefix in practice)
         frozen = torch.cumsum(prompt.flip(1).to(torch.int32), dim=1).flip(1) > 0
         no_ctrl = no_indel[:, None] | frozen  # [B, S] positions where DELETE / SPLIT may not be written
@@ -276,18 +302,19 @@ class LevenshteinAlgorithm(LladaAlgorithm):
         # -- M2T: >= 1 + introduced masks while original masks remain, all of them afterwards
         m2t = masked & work[:, None]
         need = (1 + n_masked - n_orig).to(torch.int32)  # [B]
-        n_pass = (m2t & (prob2 >= self.threshold)).sum(dim=1)
-        threshold = torch.where(
+        n_pass = (m2t & (prob2 >= row_threshold)).sum(dim=1)
+        block_threshold = torch.where(
             commit_all,
             NEG_INF,
-            torch.where(n_pass >= need, self.threshold, POS_INF),
+            torch.where(n_pass >= need, threshold, POS_INF),
         ).to(torch.float32)
         written_ids = forward_batch.input_ids.clone()  # select_commit writes in place
-        committed, _, _ = select_commit(written_ids, token, prob, m2t.reshape(-1), threshold, need, s)
+        committed, _, _ = select_commit(written_ids, token, prob, m2t.reshape(-1), block_threshold, need, s)
         committed2 = committed.view(b, s)
 
         # -- T2T (strict), disjoint from the M2T positions
-        edit = live & ~masked & (prob2 > self.edit_threshold) & (token2 != old)
+        row_edit = edit_threshold if knobs is None else edit_threshold[:, None]
+        edit = live & ~masked & (prob2 > row_edit) & (token2 != old)
         written = committed2 | edit
         new = torch.where(edit, token2, written_ids.view(b, s))
 
@@ -312,22 +339,7 @@ class LevenshteinAlgorithm(LladaAlgorithm):
         return done_list(rows.finished)
 
     def _scored(self, logits: Tensor, live: Tensor, no_ctrl: Tensor, kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        """`confidence` with the MASK logit at -inf everywhere and DELETE / SPLIT at -inf where `no_ctrl`.
-
-        The three columns are overwritten in place and restored after the kernel is queued (stream
-        order keeps this correct on the GPU); only [N] values are copied, never the [N, V] logits.
-        An inference tensor outside inference mode cannot be written, so it is copied instead.
-        """
-        if logits.is_inference() and not torch.is_inference_mode_enabled():
-            logits = logits.clone()
-        v = logits.shape[1]
-        cols = [c for c in (self.mask_id, self.delete_id, self.split_id) if c < v]
-        saved = [logits[:, c].clone() for c in cols]
-        try:
-            for c, col in zip(cols, saved):
-                banned = torch.where(no_ctrl, NEG_INF, col) if c != self.mask_id else torch.full_like(col, NEG_INF)
-                logits[:, c].copy_(banned)
-            return confidence(logits, live, **kwargs)
-        finally:
-            for c, col in zip(cols, saved):
-                logits[:, c].copy_(col)
+        """`confidence` with the MASK logit at -inf everywhere and DELETE / SPLIT at -inf where `no_ctrl`
+        (in place, restored after the kernel: base.py `confidence_excluding`)."""
+        banned = [(self.mask_id, None), (self.delete_id, no_ctrl), (self.split_id, no_ctrl)]
+        return confidence_excluding(logits, live, banned, **kwargs)

@@ -24,6 +24,12 @@ commits the masked positions with prob >= threshold, or, when none passes, the k
   `top_i == len - 1` branch) -- here it is not. Since c_n falls and 1 - f / (n + 1) rises with n,
   "largest n" is the same as "longest passing prefix".
 
+Per-request knobs (`custom_params: {"dllm": {...}}`, base.py): `threshold`, `tokens_per_step` and
+`factor` respectively; each row of a batch commits by its own value.
+
+Control tokens: with a LLaDA2.2 checkpoint's DELETE / SPLIT ids in the DllmConfig, their logits are
+excluded (base.py `scored`), so these algorithms never write them.
+
 Sampling: greedy by default; with `sampling: request` each request's temperature / top-k / top-p
 from `forward_batch.sampling_info` (see sampling.py). The noise salt of a step is the block's count
 of masked positions, which falls at every step (each step commits >= 1 position; only a commit of
@@ -32,13 +38,12 @@ the mask id itself, which LowConfidence allows too, would repeat a salt).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, List, Sequence
+from typing import Any, ClassVar, List, Optional, Sequence, Union
 
 import torch
 
 from sglang_llada.algorithms.base import LladaAlgorithm, done_list
 from sglang_llada.algorithms.knobs import Knob
-from sglang_llada.kernels.confidence import confidence
 from sglang_llada.kernels.select_commit import select_commit
 
 Tensor = torch.Tensor
@@ -55,14 +60,17 @@ class UnmaskAlgorithm(LladaAlgorithm):
         masked = self.masked_positions(forward_batch)  # [N]
         n_masked = masked.view(b, s).sum(dim=1)  # [B]
         done = n_masked == 0  # [B], before the commit (base.py: the KV of this forward is final)
-        token, prob = confidence(full_logits, masked, **self.sampling(forward_batch, n_masked))
-        threshold, k = self.rule(forward_batch, prob.view(b, s), masked.view(b, s))
+        token, prob = self.scored(full_logits, masked, **self.sampling(forward_batch, n_masked))
+        threshold, k = self.rule(forward_batch, prob.view(b, s), masked.view(b, s), self.row_knobs(forward_batch))
         committed, _, _ = select_commit(forward_batch.input_ids, token, prob, masked, threshold, k, s)
         self.record_logprobs(rows, committed, prob)
         return done_list(done)
 
-    def rule(self, forward_batch: Any, prob: Tensor, masked: Tensor) -> tuple[Tensor, Tensor]:
-        """prob [B, S] fp32 (-inf where not masked), masked [B, S] -> threshold [B] fp32, k [B] int32."""
+    def rule(
+        self, forward_batch: Any, prob: Tensor, masked: Tensor, rows: Optional[dict[str, Tensor]]
+    ) -> tuple[Tensor, Tensor]:
+        """prob [B, S] fp32 (-inf where not masked), masked [B, S], the rows' knobs (`row_knobs`, None:
+        the server's) -> threshold [B] fp32, k [B] int32."""
         raise NotImplementedError
 
 
@@ -71,12 +79,12 @@ class ThresholdAlgorithm(UnmaskAlgorithm):
 
     NAME: ClassVar[str] = "llada2_threshold"
     KNOBS: ClassVar[Sequence[Knob]] = (Knob("threshold", 0.95, float, 0.0, 1.0),)
+    REQUEST_KNOBS: ClassVar[Sequence[Knob]] = KNOBS
 
-    def rule(self, forward_batch: Any, prob: Tensor, masked: Tensor) -> tuple[Tensor, Tensor]:
-        return (
-            self.block_vector(forward_batch, float(self.knobs["threshold"]), torch.float32),
-            self.block_vector(forward_batch, 1, torch.int32),
-        )
+    def rule(
+        self, forward_batch: Any, prob: Tensor, masked: Tensor, rows: Optional[dict[str, Tensor]]
+    ) -> tuple[Tensor, Tensor]:
+        return self.knob_vector(forward_batch, rows, "threshold"), self.block_vector(forward_batch, 1, torch.int32)
 
 
 class StaticAlgorithm(UnmaskAlgorithm):
@@ -84,19 +92,25 @@ class StaticAlgorithm(UnmaskAlgorithm):
 
     NAME: ClassVar[str] = "llada2_static"
     KNOBS: ClassVar[Sequence[Knob]] = (Knob("tokens_per_step", 2, int, 1, None),)
+    REQUEST_KNOBS: ClassVar[Sequence[Knob]] = KNOBS
 
-    def rule(self, forward_batch: Any, prob: Tensor, masked: Tensor) -> tuple[Tensor, Tensor]:
+    def rule(
+        self, forward_batch: Any, prob: Tensor, masked: Tensor, rows: Optional[dict[str, Tensor]]
+    ) -> tuple[Tensor, Tensor]:
         return (
             self.block_vector(forward_batch, NEVER, torch.float32),
-            self.block_vector(forward_batch, int(self.knobs["tokens_per_step"]), torch.int32),
+            self.knob_vector(forward_batch, rows, "tokens_per_step"),
         )
 
 
-def factor_count(prob: Tensor, masked: Tensor, factor: float) -> Tensor:
+def factor_count(prob: Tensor, masked: Tensor, factor: Union[float, Tensor]) -> Tensor:
     """prob [B, S], masked [B, S] -> [B] int32: the largest n with (n + 1) * (1 - c_n) < factor, >= 1.
 
-    c_n is the n-th highest confidence among the block's masked positions. On device, no sync.
+    c_n is the n-th highest confidence among the block's masked positions; factor is one number or
+    [B] fp32 (one per row). On device, no sync.
     """
+    if isinstance(factor, Tensor):
+        factor = factor.to(torch.float32).view(-1, 1)
     c = torch.where(masked, prob.to(torch.float32), float("-inf"))
     c_sorted = torch.sort(c, dim=1, descending=True).values  # [B, S], -inf (unmasked) last
     n = torch.arange(1, c.shape[1] + 1, device=c.device, dtype=torch.float32)  # [S]
@@ -110,7 +124,11 @@ class FactorAlgorithm(UnmaskAlgorithm):
 
     NAME: ClassVar[str] = "llada2_factor"
     KNOBS: ClassVar[Sequence[Knob]] = (Knob("factor", 1.0, float, 0.0, None, low_open=True),)
+    REQUEST_KNOBS: ClassVar[Sequence[Knob]] = KNOBS
 
-    def rule(self, forward_batch: Any, prob: Tensor, masked: Tensor) -> tuple[Tensor, Tensor]:
-        k = factor_count(prob, masked, float(self.knobs["factor"]))
+    def rule(
+        self, forward_batch: Any, prob: Tensor, masked: Tensor, rows: Optional[dict[str, Tensor]]
+    ) -> tuple[Tensor, Tensor]:
+        factor = float(self.knobs["factor"]) if rows is None else rows["factor"]
+        k = factor_count(prob, masked, factor)
         return self.block_vector(forward_batch, NEVER, torch.float32), k

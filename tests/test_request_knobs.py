@@ -1,0 +1,464 @@
+"""Per-request decoding knobs (`custom_params: {"dllm": {...}}`): validation, per-row decoding, e2e.
+
+Unit part: the same fake forward batches as tests/test_algorithms_units.py, with the requests' knobs
+on `sampling_info.custom_params` (one entry per row, as SGLang's SamplingBatchInfo carries it). A
+batch whose rows carry different knobs must decode each row exactly as that row alone on a server
+configured with the row's resolved knobs (lock-step against single-row runs, synchronous and FDFO
+regrouping), with no host sync but the done list. V = 16 with DELETE 13, SPLIT 14, MASK 15 set in
+every DllmConfig (a LLaDA2.2 checkpoint), so the trajectories also check that no algorithm but
+llada2_levenshtein ever writes a control token.
+
+E2E part: one CPU fp32 tiny-toy server (conftest's `fp32_server`, default algorithm
+llada2_threshold): a request's threshold changes its own forward count and output, concurrent
+requests without knobs keep their solo outputs, bad knobs are a 400 naming the knob and the server
+keeps serving, batched /generate items and the OpenAI chat endpoint go through the same path.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+from typing import Any, Optional, Sequence
+
+import pytest
+import torch
+from sglang.srt.dllm.config import DllmConfig
+
+from sglang_llada.algorithms.edit import EditAlgorithm
+from sglang_llada.algorithms.knobs import REQUEST_STEP_CAP
+from sglang_llada.algorithms.levenshtein import LevenshteinAlgorithm
+from sglang_llada.algorithms.unmask import FactorAlgorithm, StaticAlgorithm, ThresholdAlgorithm
+from sglang_llada.kernels.testing import host_syncs
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+V = 16
+D, P, M = 13, 14, 15  # DELETE, SPLIT, MASK
+ALL = (ThresholdAlgorithm, StaticAlgorithm, FactorAlgorithm, EditAlgorithm, LevenshteinAlgorithm)
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def make(cls: type, knobs: Optional[dict[str, Any]] = None, s: int = 8) -> Any:
+    return cls(DllmConfig(algorithm=cls.NAME, algorithm_config=knobs or {}, block_size=s, mask_id=M,
+                          max_running_requests=8, delete_token_id=D, split_token_id=P))
+
+
+def info(custom: Sequence[Any], temps: Optional[Sequence[float]] = None) -> SimpleNamespace:
+    """A SamplingBatchInfo stand-in: the rows' custom_params; greedy unless `temps` is given."""
+    if temps is None:
+        return SimpleNamespace(custom_params=list(custom), is_all_greedy=True)
+    n = len(temps)
+    return SimpleNamespace(
+        custom_params=list(custom),
+        temperatures=torch.tensor(temps, device=DEVICE).view(-1, 1),
+        top_ps=torch.ones(n, device=DEVICE),
+        top_ks=torch.full((n,), 1 << 30, dtype=torch.int32, device=DEVICE),
+        sampling_seed=None, is_all_greedy=False, need_top_p_sampling=False, need_top_k_sampling=False,
+    )
+
+
+def dllm(knobs: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    return None if knobs is None else {"dllm": knobs}
+
+
+def batch(ids: Sequence[Sequence[int]], positions: Optional[torch.Tensor] = None, rids: Optional[list[str]] = None,
+          sampling_info: Any = None) -> SimpleNamespace:
+    t = torch.tensor(ids, dtype=torch.int64, device=DEVICE)
+    b, s = t.shape
+    return SimpleNamespace(
+        input_ids=t.reshape(-1).clone(), batch_size=b, dllm_prompt_mask=None,
+        positions=torch.arange(b * s, dtype=torch.int32, device=DEVICE) if positions is None else positions,
+        sampling_info=sampling_info, rids=rids or [f"r{i}" for i in range(b)],
+    )
+
+
+def ids_of(fb: SimpleNamespace) -> list[list[int]]:
+    return fb.input_ids.view(fb.batch_size, -1).tolist()
+
+
+def random_logits(g: torch.Generator, n: int, cls: type) -> torch.Tensor:
+    """[n, V], often confident, DELETE / SPLIT favoured. MASK is -inf except for llada2_levenshtein
+    (which excludes it itself): the other algorithms may commit a literal mask id, which would only
+    make a random trajectory longer."""
+    x = torch.randn(n, V, generator=g) * (torch.rand(n, 1, generator=g) * 8)
+    x[:, [D, P]] += torch.rand(n, 2, generator=g) * 6
+    if cls is not LevenshteinAlgorithm:
+        x[:, M] = float("-inf")
+    return x.to(DEVICE)
+
+
+def random_blocks(g: torch.Generator, b: int, s: int) -> list[list[int]]:
+    out = []
+    for _ in range(b):
+        p = int(torch.randint(0, s - 1, (1,), generator=g))
+        out.append(torch.randint(0, D, (p,), generator=g).tolist() + [M] * (s - p))
+    return out
+
+
+def solo_config(algo: Any, knobs: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """The server config under which a request with `knobs` decodes alone: every knob explicit."""
+    return dict(algo.resolve_request(algo.check_request_knobs(knobs)))
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+# ----------------------------------------------------------------------------------------------
+
+
+def test_request_knobs_declared_per_algorithm() -> None:
+    names = {cls.NAME: [k.name for k in cls.REQUEST_KNOBS] for cls in ALL}
+    assert names == {
+        "llada2_threshold": ["threshold"],
+        "llada2_static": ["tokens_per_step"],
+        "llada2_factor": ["factor"],
+        "llada2_edit": ["mode", "threshold", "edit_threshold", "max_edit_steps"],
+        "llada2_levenshtein": ["mode", "threshold", "edit_threshold", "max_edit_steps", "max_indel_steps"],
+    }
+    for cls in ALL:  # the same Knob objects as the server's, step budgets capped
+        server = {k.name: k for k in cls.KNOBS}
+        for k in cls.REQUEST_KNOBS:
+            assert k == server[k.name] or (k.name.endswith("_steps") and k.high == REQUEST_STEP_CAP)
+
+
+@pytest.mark.parametrize(
+    ("cls", "dllm_value", "words"),
+    [
+        (ThresholdAlgorithm, {"threshold": 1.5}, ["custom_params.dllm.threshold", "a number in [0, 1]", "1.5"]),
+        (ThresholdAlgorithm, {"threshold": "0.9"}, ["custom_params.dllm.threshold", "a number", "'0.9'"]),
+        (ThresholdAlgorithm, {"threshold": None}, ["custom_params.dllm.threshold", "None"]),
+        (ThresholdAlgorithm, {"treshold": 0.9}, ["`treshold`", "not a per-request knob", "may set: threshold"]),
+        (ThresholdAlgorithm, {"sampling": "greedy"}, ["`sampling`", "server-wide"]),
+        (ThresholdAlgorithm, [0.9], ["custom_params.dllm must be a JSON object", "list"]),
+        (ThresholdAlgorithm, 0.9, ["custom_params.dllm must be a JSON object", "float"]),
+        (StaticAlgorithm, {"tokens_per_step": 2.5}, ["tokens_per_step", "an integer in [1, inf)"]),
+        (StaticAlgorithm, {"tokens_per_step": True}, ["tokens_per_step", "True"]),
+        (StaticAlgorithm, {"tokens_per_step": 0}, ["tokens_per_step", "[1, inf)"]),
+        (FactorAlgorithm, {"factor": 0}, ["custom_params.dllm.factor", "(0, inf)"]),
+        (FactorAlgorithm, {"factor": float("nan")}, ["factor"]),
+        (EditAlgorithm, {"mode": "X"}, ["mode", "one of 'none', 'Q', 'S'"]),
+        (EditAlgorithm, {"max_edit_steps": REQUEST_STEP_CAP + 1}, ["max_edit_steps", "an integer in [0, 64]"]),
+        (EditAlgorithm, {"edit_threshold": -0.1}, ["edit_threshold", "[0, 1]"]),
+        (EditAlgorithm, {"max_indel_steps": 3}, ["`max_indel_steps`", "not a per-request knob",
+                                                 "mode, threshold, edit_threshold, max_edit_steps"]),
+        (LevenshteinAlgorithm, {"mode": "none"}, ["mode", "one of 'Q', 'S'"]),
+        (LevenshteinAlgorithm, {"max_indel_steps": 65}, ["max_indel_steps", "[0, 64]"]),
+    ],
+)
+def test_invalid_request_knobs_name_knob_range_and_algorithm(cls: type, dllm_value: Any, words: list[str]) -> None:
+    with pytest.raises(ValueError) as err:
+        cls.check_request_knobs(dllm_value)
+    msg = str(err.value)
+    assert all(w in msg for w in words), msg
+    assert f"server algorithm {cls.NAME}" in msg
+    # the scheduler-side check (SGLang's DllmAlgorithm.validate_request) refuses it too
+    req = SimpleNamespace(sampling_params=SimpleNamespace(custom_params={"dllm": dllm_value}))
+    assert cls.validate_request(req) == msg
+
+
+def test_valid_request_knobs_are_converted() -> None:
+    assert ThresholdAlgorithm.check_request_knobs({"threshold": 1}) == {"threshold": 1.0}
+    assert isinstance(ThresholdAlgorithm.check_request_knobs({"threshold": 0})["threshold"], float)
+    assert ThresholdAlgorithm.check_request_knobs(None) == {} == ThresholdAlgorithm.check_request_knobs({})
+    assert LevenshteinAlgorithm.check_request_knobs({"max_indel_steps": 64, "mode": "S"}) == {
+        "max_indel_steps": 64, "mode": "S"}
+    for custom in (None, {}, {"thinking_budget": 3}, {"dllm": {"threshold": 0.5}}, "not a dict"):
+        assert ThresholdAlgorithm.validate_request(SimpleNamespace(sampling_params=SimpleNamespace(custom_params=custom))) is None
+
+
+def test_mode_precedence_request_keys_then_request_mode_then_server() -> None:
+    algo = make(EditAlgorithm, {"threshold": 0.8, "max_edit_steps": 7})  # mode none: edit_threshold 0.9
+
+    def resolved(knobs: dict[str, Any]) -> tuple[Any, ...]:
+        r = algo.resolve_request(algo.check_request_knobs(knobs))
+        return r["mode"], r["threshold"], r["edit_threshold"], r["max_edit_steps"]
+
+    assert resolved({}) == ("none", 0.8, 0.9, 7)
+    assert resolved({"mode": "Q"}) == ("Q", 0.7, 0.5, 16)  # the request's preset beats the server's keys
+    assert resolved({"mode": "S", "threshold": 0.9}) == ("S", 0.9, 0.0, 16)
+    assert resolved({"edit_threshold": 0.1}) == ("none", 0.8, 0.1, 7)
+    lev = make(LevenshteinAlgorithm, {"mode": "S", "max_indel_steps": 100})
+    r = lev.resolve_request(lev.check_request_knobs({"mode": "Q", "max_edit_steps": 2}))
+    assert (r["threshold"], r["edit_threshold"], r["max_edit_steps"], r["max_indel_steps"]) == (0.7, 0.5, 2, 100)
+
+
+def test_request_policy_refuses_bad_knobs_with_a_400_message() -> None:
+    from sglang_llada.request_policy import validate_one_request_after
+
+    def manager(algorithm: Optional[str]) -> SimpleNamespace:
+        return SimpleNamespace(server_args=SimpleNamespace(dllm_algorithm=algorithm),
+                               model_config=SimpleNamespace(get_default_sampling_params=lambda: {}))
+
+    def req(custom: Any) -> SimpleNamespace:
+        return SimpleNamespace(sampling_params={"max_new_tokens": 8, "custom_params": custom}, return_logprob=False,
+                               logprob_start_len=-1, top_logprobs_num=0, token_ids_logprob=None)
+
+    validate_one_request_after(None, manager("llada2_threshold"), req({"dllm": {"threshold": 0.5}}), [1])
+    validate_one_request_after(None, manager("llada2_threshold"), req({"other": 1}), [1])
+    with pytest.raises(ValueError, match=r"custom_params\.dllm\.threshold must be a number in \[0, 1\], got 2"):
+        validate_one_request_after(None, manager("llada2_threshold"), req({"dllm": {"threshold": 2}}), [1])
+    with pytest.raises(ValueError, match="server algorithm llada2_edit"):
+        validate_one_request_after(None, manager("llada2_edit"), req({"dllm": {"max_edit_steps": 65}}), [1])
+    with pytest.raises(ValueError, match="need one of sglang-llada's algorithms.*LowConfidence"):
+        validate_one_request_after(None, manager("LowConfidence"), req({"dllm": {"threshold": 0.5}}), [1])
+    validate_one_request_after(None, manager("LowConfidence"), req({"dllm": {}}), [1])  # nothing asked
+    validate_one_request_after(None, manager(None), req({"dllm": {"threshold": 7}}), [1])  # not a diffusion server
+
+
+def test_scheduler_hook_puts_custom_params_on_diffusion_batches() -> None:
+    from sglang_llada.request_policy import batch_custom_params_after
+
+    def reqs(*customs: Any) -> list[SimpleNamespace]:
+        return [SimpleNamespace(sampling_params=SimpleNamespace(custom_params=c)) for c in customs]
+
+    def sb(customs: list[SimpleNamespace], dllm_batch: bool = True) -> SimpleNamespace:
+        return SimpleNamespace(reqs=customs, is_dllm=lambda: dllm_batch)
+
+    result = SimpleNamespace(custom_params=None)
+    params = [None, {"dllm": {"threshold": 0.1}}]
+    assert batch_custom_params_after(result, None, sb(reqs(*params))) is result
+    assert result.custom_params == params
+    for customs, is_dllm in (((None, {"x": 1}), True), ((None, {"dllm": {"threshold": 0.1}}), False)):
+        result = SimpleNamespace(custom_params=None)
+        assert batch_custom_params_after(result, None, sb(reqs(*customs), is_dllm)) is None
+        assert result.custom_params is None
+    kept = SimpleNamespace(custom_params=[{"a": 1}, None])  # SGLang filled it (custom logit processors)
+    assert batch_custom_params_after(kept, None, sb(reqs(*params))) is None and kept.custom_params == [{"a": 1}, None]
+
+
+# ----------------------------------------------------------------------------------------------
+# per-row decoding
+# ----------------------------------------------------------------------------------------------
+
+ROW_KNOBS: dict[type, tuple[dict[str, Any], list[Optional[dict[str, Any]]]]] = {
+    # class: (server config, one request's knobs per row)
+    ThresholdAlgorithm: ({}, [None, {"threshold": 0.3}, {"threshold": 0}, {"threshold": 1}, {}]),
+    StaticAlgorithm: ({"tokens_per_step": 2}, [{"tokens_per_step": 1}, None, {"tokens_per_step": 5},
+                                               {"tokens_per_step": 10**12}]),
+    FactorAlgorithm: ({}, [None, {"factor": 0.1}, {"factor": 3.0}, {"factor": 1e300}]),
+    EditAlgorithm: ({"mode": "Q"}, [None, {"mode": "S"}, {"mode": "none", "max_edit_steps": 0},
+                                    {"edit_threshold": 0.2, "max_edit_steps": 64}, {"threshold": 0.5}]),
+    LevenshteinAlgorithm: ({}, [None, {"mode": "S"}, {"max_indel_steps": 0}, {"max_indel_steps": 64, "max_edit_steps": 2},
+                                {"threshold": 0.9, "edit_threshold": 0.3, "max_edit_steps": 0}]),
+}
+
+
+@pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "sampled"])
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.NAME)
+def test_rows_decode_as_if_alone_with_their_knobs(cls: type, seed: int, sampled: bool) -> None:
+    """Lock-step: the batch and, per row, a single-row run under the row's resolved knobs as server
+    config, fed the same logits: same tokens and done flags at every step. Also: no control token
+    is ever written (llada2_levenshtein consumes them in the step that writes them)."""
+    server, row_knobs = ROW_KNOBS[cls]
+    s, b = 8, len(row_knobs)
+    g = torch.Generator().manual_seed(seed)
+    algo = make(cls, server, s)
+    blocks = random_blocks(g, b, s)
+    temps = [0.7 + 0.1 * i for i in range(b)] if sampled else None
+    fb = batch(blocks, sampling_info=info([dllm(k) for k in row_knobs], temps))
+    states = algo.init_step_state(fb)
+    solos = []
+    for r, knobs in enumerate(row_knobs):
+        solo = make(cls, solo_config(algo, knobs), s)
+        sfb = batch([blocks[r]], positions=fb.positions[r * s:(r + 1) * s], rids=[f"r{r}"],
+                    sampling_info=info([None], None if temps is None else [temps[r]]))
+        solos.append((solo, sfb, solo.init_step_state(sfb)))
+    prompt_lens = [sum(1 for t in blk if t != M) for blk in blocks]
+    for _ in range(algo.max_steps(s)):
+        logits = random_logits(g, b * s, cls)
+        before = logits.clone()
+        done = algo.step(fb, logits, states)
+        assert torch.equal(logits, before)  # excluded logit columns are restored
+        after = ids_of(fb)
+        for r, (solo, sfb, sst) in enumerate(solos):
+            sdone = solo.step(sfb, logits[r * s:(r + 1) * s].clone(), sst)
+            assert ids_of(sfb)[0] == after[r] and sdone == [done[r]], (r, row_knobs[r])
+            assert not any(t in (D, P) for t in after[r][prompt_lens[r]:])
+        if all(done):
+            break
+    assert all(done)
+
+
+def test_rows_of_one_batch_really_differ() -> None:
+    """A 0 threshold commits the whole block at once; the server's 0.95 one position per step."""
+    algo = make(ThresholdAlgorithm)
+    fb = batch([[M] * 8] * 2, sampling_info=info([None, dllm({"threshold": 0.0})]))
+    logits = torch.zeros(16, V, device=DEVICE)
+    logits[:, 3] = 1.0  # token 3 everywhere, never confident
+    logits[:, [D, P]] = 9.0  # control tokens would win, were they not excluded
+    algo.step(fb, logits, [None] * 2)
+    assert ids_of(fb) == [[3] + [M] * 7, [3] * 8]
+
+
+def test_fdfo_rows_keep_state_and_read_knobs_in_batch_order() -> None:
+    """FDFO rounds regroup requests (carried states, fresh rows, another order); each round's
+    custom_params follows that order. Every request decodes as alone under its own knobs."""
+    s = 6
+    g = torch.Generator().manual_seed(7)
+    for cls in (EditAlgorithm, LevenshteinAlgorithm):
+        algo = make(cls, {}, s)
+        knobs = [None, {"max_edit_steps": 1}, {"mode": "S", "max_edit_steps": 3}, {"threshold": 0.2}]
+        blocks = random_blocks(g, len(knobs), s)
+        steps = 2 * algo.max_steps(s)
+        logits = [[random_logits(g, s, cls) for _ in range(steps)] for _ in knobs]
+        positions = [torch.arange(r * 100, r * 100 + s, dtype=torch.int32, device=DEVICE) for r in range(len(knobs))]
+        # alone
+        alone = []
+        for r, k in enumerate(knobs):
+            solo = make(cls, solo_config(algo, k), s)
+            sfb = batch([blocks[r]], positions=positions[r], rids=[f"q{r}"], sampling_info=info([None]))
+            sst = solo.init_step_state(sfb)
+            trace = []
+            for t in range(steps):
+                d = solo.step(sfb, logits[r][t].clone(), sst)
+                trace.append((ids_of(sfb)[0], d[0]))
+                if d[0]:
+                    break
+            alone.append(trace)
+        # FDFO rounds: requests 0, 1 start; 2 joins in round 2; 3 in round 3; orders rotate
+        current = {r: list(blocks[r]) for r in range(len(knobs))}
+        state: dict[int, Any] = {}
+        taken = {r: 0 for r in range(len(knobs))}
+        finished: set[int] = set()
+        for rnd in range(steps):
+            live = [r for r in range(min(len(knobs), rnd + 2)) if r not in finished]
+            if not live:
+                break
+            order = live[rnd % len(live):] + live[:rnd % len(live)]
+            fb = batch([current[r] for r in order], positions=torch.cat([positions[r] for r in order]),
+                       rids=[f"q{r}" for r in order], sampling_info=info([dllm(knobs[r]) for r in order]))
+            fresh = algo.init_step_state(fb) if any(r not in state for r in order) else None
+            states = [state[r] if r in state else fresh[i] for i, r in enumerate(order)]
+            done = algo.step(fb, torch.cat([logits[r][taken[r]] for r in order]), states)
+            for i, r in enumerate(order):
+                current[r] = ids_of(fb)[i]
+                assert (current[r], done[i]) == alone[r][taken[r]], (cls.NAME, rnd, r)
+                taken[r] += 1
+                state[r] = states[i]
+                if done[i]:
+                    finished.add(r)
+        assert finished == set(range(len(knobs)))
+        assert all(taken[r] == len(alone[r]) for r in range(len(knobs)))
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.NAME)
+def test_steps_with_row_knobs_read_device_data_once(cls: type) -> None:
+    server, row_knobs = ROW_KNOBS[cls]
+    algo = make(cls, server, 6)
+    fb = batch([[5, M, M, M, M, M], [M] * 6], sampling_info=info([dllm(row_knobs[1]), dllm(row_knobs[2])], [1.0, 0.7]))
+    states = algo.init_step_state(fb)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):  # the first step builds the per-row tensors, the next ones reuse them
+        logits = random_logits(g, 12, cls)
+        assert host_syncs(lambda: algo.step(fb, logits, states)) == ["tolist"]
+    assert algo.row_knobs(fb) is algo.row_knobs(fb)
+
+
+def test_fast_path_when_no_row_sets_a_knob() -> None:
+    for cls in ALL:
+        algo = make(cls)
+        for custom in ([None, None], [{"x": 1}, {"dllm": {}}], [{"dllm": None}, None]):
+            assert algo.row_knobs(batch([[M] * 8] * 2, sampling_info=info(custom))) is None
+        assert algo.row_knobs(batch([[M] * 8] * 2, sampling_info=None)) is None
+        # a list that does not match the batch (never produced by SGLang for diffusion batches): ignored
+        assert algo.row_knobs(batch([[M] * 8] * 2, sampling_info=info([dllm(ROW_KNOBS[cls][1][1])]))) is None
+    algo = make(ThresholdAlgorithm)
+    custom = [dllm({"threshold": 0.5}), None]
+    a = algo.row_knobs(batch([[M] * 8] * 2, sampling_info=info(custom)))
+    b = algo.row_knobs(batch([[M] * 8] * 2, sampling_info=info([dllm({"threshold": 0.5}), None])))
+    assert a is b  # same values, another batch: no new host->device copy
+    assert a["threshold"].tolist() == [0.5, 0.949999988079071]
+
+
+# ----------------------------------------------------------------------------------------------
+# end to end: one server
+# ----------------------------------------------------------------------------------------------
+
+PROMPTS = ["Copy: abc de", "Add: 12+34", "Lower: XY Z"]
+MAX_NEW = 40
+
+
+def _params(knobs: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    params: dict[str, Any] = {"max_new_tokens": MAX_NEW, "temperature": 0, "ignore_eos": True}
+    if knobs is not None:
+        params["custom_params"] = {"dllm": knobs}
+    return params
+
+
+def test_e2e_request_knobs(fp32_server: Any) -> None:
+    import requests
+
+    from sglang_llada.server_process import generate
+
+    url = fp32_server.url
+
+    def run(prompt: str, knobs: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        return generate(url, {"text": prompt, "sampling_params": _params(knobs)}, timeout=300)
+
+    solo = [run(p) for p in PROMPTS]
+    fast = run(PROMPTS[0], {"threshold": 0.0})
+    # The random toy is never confident: one position per forward by default; threshold 0 commits
+    # a whole block per forward, plus the forward that stores its KV.
+    meta, base = fast["meta_info"], solo[0]["meta_info"]
+    blocks = -(-(meta["prompt_tokens"] + MAX_NEW) // 32) - meta["prompt_tokens"] // 32
+    assert meta["dllm_forwards"] == 2 * blocks < base["dllm_forwards"]
+    assert fast["output_ids"] != solo[0]["output_ids"] and len(fast["output_ids"]) == MAX_NEW
+
+    # concurrent: rows with and without knobs share batches; each keeps its own decoding
+    jobs = [(p, None) for p in PROMPTS] + [(PROMPTS[0], {"threshold": 0.0}), (PROMPTS[1], {})]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        together = list(pool.map(lambda job: run(*job), jobs))
+    for i in range(len(PROMPTS)):
+        assert together[i]["output_ids"] == solo[i]["output_ids"], PROMPTS[i]
+    assert together[3]["output_ids"] == fast["output_ids"]
+    assert together[4]["output_ids"] == solo[1]["output_ids"]  # an empty dllm object: the defaults
+
+    # refused up front with a 400 naming the knob; the server keeps serving
+    for knobs, words in (
+        ({"threshold": 1.5}, ["threshold", "[0, 1]", "1.5", "llada2_threshold"]),
+        ({"max_edit_steps": 2}, ["max_edit_steps", "not a per-request knob", "llada2_threshold"]),
+        ({"sampling": "greedy"}, ["sampling", "server-wide"]),
+    ):
+        r = requests.post(url + "/generate", json={"text": PROMPTS[0], "sampling_params": _params(knobs)}, timeout=60)
+        assert r.status_code == 400, r.text
+        assert all(w in r.text for w in words), r.text
+    r = requests.post(url + "/generate", json={"text": PROMPTS[0], "sampling_params": {
+        "max_new_tokens": 8, "custom_params": {"dllm": "fast"}}}, timeout=60)
+    assert r.status_code == 400 and "must be a JSON object" in r.text
+    # a batched /generate: every item is checked
+    r = requests.post(url + "/generate", json={"text": PROMPTS[:2], "sampling_params": [
+        _params({"threshold": 0.5}), _params({"threshold": -1})]}, timeout=60)
+    assert r.status_code == 400 and "threshold" in r.text, r.text
+    assert run(PROMPTS[2])["output_ids"] == solo[2]["output_ids"]
+
+    # the OpenAI chat endpoint: custom_params in the body (extra_body of the OpenAI client)
+    def chat(custom: Optional[dict[str, Any]]) -> requests.Response:
+        body: dict[str, Any] = {"messages": [{"role": "user", "content": "Lower: AB"}], "max_tokens": 24,
+                                "temperature": 0, "ignore_eos": True,
+                                "return_input_ids_in_sglext": True, "return_output_ids_in_sglext": True}
+        if custom is not None:
+            body["custom_params"] = custom
+        return requests.post(url + "/v1/chat/completions", json=body, timeout=300)
+
+    plain, knobbed = chat(None), chat({"dllm": {"threshold": 0.0}})
+    assert plain.status_code == 200 and knobbed.status_code == 200, (plain.text, knobbed.text)
+    ext = knobbed.json()["sglext"]  # input_ids [prompt], output_ids [[choice 0]]
+    out_ids = ext["output_ids"][0]
+    assert len(out_ids) == 24
+    # the same prompt through /generate with the same knob: the same tokens; without it, others
+    again = generate(url, {"input_ids": ext["input_ids"], "sampling_params": {
+        "max_new_tokens": 24, "temperature": 0, "ignore_eos": True, "custom_params": {"dllm": {"threshold": 0.0}}}})
+    assert out_ids == again["output_ids"]
+    assert plain.json()["sglext"]["output_ids"][0] != out_ids
+    bad = chat({"dllm": {"threshold": 3}})
+    assert bad.status_code == 400 and "threshold" in bad.text and "[0, 1]" in bad.text
+    # /v1/completions passes custom_params on too
+    r = requests.post(url + "/v1/completions", json={"prompt": PROMPTS[0], "max_tokens": 8,
+                                                      "custom_params": {"dllm": {"factor": 2}}}, timeout=60)
+    assert r.status_code == 400 and "`factor` is not a per-request knob" in r.text, r.text
+    r = requests.post(url + "/v1/completions", json={"prompt": PROMPTS[0], "max_tokens": 8, "temperature": 0,
+                                                      "custom_params": {"dllm": {"threshold": 0.0}}}, timeout=300)
+    assert r.status_code == 200, r.text
