@@ -104,6 +104,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             ax2.bar([i + 0.2 for i in x], [r["accuracy"] for r in sel], width=0.4, color="tab:orange", label="accuracy")
             ax2.set_ylim(0, 1.05)
             ax2.set_ylabel("held-out exact match")
+            ax2.legend(loc="upper right", fontsize=7)
             ax.set_title("2.0: shipped trained toy")
         else:
             ax.set_title("2.2: tiny random-weight checkpoint (TPF only)")
