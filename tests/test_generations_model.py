@@ -187,3 +187,32 @@ def test_in_tree_class_gives_our_logits(
     if generation == "2.2":  # SGLang's class really routed by blocks (not token by token)
         token_routed = ref.load_reference(checkpoints["2.0"]).forward(prompt, block_size=BLOCK)
         assert rel_err(got_theirs, token_routed) > 100 * TOL
+
+
+def test_block_routing_refusals(checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What SGLang refuses with block routing is refused when our class is built (start-up)."""
+    from types import SimpleNamespace
+
+    from sglang.srt.plugins import load_plugins
+    from transformers import AutoConfig
+
+    import sglang_llada.models.llada2 as ours
+
+    load_plugins()  # the llada2_moe config class
+
+    config = AutoConfig.from_pretrained(checkpoints["2.2"])
+    monkeypatch.setattr(ours, "_on_cpu_platform", lambda: False)
+    monkeypatch.setattr(ours, "get_parallel", lambda: SimpleNamespace(moe_ep_size=2, tp_size=1))
+    with pytest.raises(ValueError, match=r"block routing .* does not support expert parallelism \(--ep 2\)"):
+        ours.LLaDA2SparseMoe(config, 1, None, "mlp")
+    monkeypatch.setattr(ours, "get_moe_a2a_backend", lambda: SimpleNamespace(is_deepep=lambda: True))
+    with pytest.raises(ValueError, match="does not support --moe-a2a-backend deepep"):
+        ours.LLaDA2SparseMoe(config, 1, None, "mlp")
+    for field, value, message in (
+        ("score_function", "softmax", "needs score_function 'sigmoid'"),
+        ("expert_capacity", 1, "num_experts_per_tok <= expert_capacity"),
+        ("block_size", 24, "power-of-two block_size"),
+    ):
+        bad = AutoConfig.from_pretrained(checkpoints["2.2"], **{field: value})
+        with pytest.raises(ValueError, match=message):
+            ours.LLaDA2Router(bad)
