@@ -19,6 +19,7 @@ dispatches: Triton for CUDA tensors, torch otherwise):
     offsets     [N] int64 | None             noise counter of the row (default: arange(N)); fold
                                              the absolute position and the step in here so that
                                              a position draws fresh noise at every step
+    min_p       [N] fp32 | None              active where 0 < min_p (sampled rows only; <= 1)
     -> token [N] int64, prob [N] fp32
 
 * Greedy rows: token = argmax(logits) (lowest index on ties, as torch.argmax), prob =
@@ -36,6 +37,13 @@ dispatches: Triton for CUDA tensors, torch otherwise):
   the kept set identical in both paths. The kernel then samples among kept tokens and prob is the
   probability renormalised over them (as LLaDA2's reference `generate` does). Pass
   top_k = top_p = None when no request filters: the sort is then skipped entirely.
+* min-p (sampled rows only, as SGLang's sampler; a greedy row's argmax always passes it anyway):
+  keeps the tokens with p >= min_p * p_max of the temperature-scaled distribution, i.e.
+  z >= z_max + log(min_p), i.e. logits >= max(logits) + T * log(min_p) -- one more value cut-off
+  per row, folded into the same `cut` (the larger of the top-k / top-p and min-p cut-offs; the
+  ratio p / p_max does not change when top-k / top-p renormalise, so this is SGLang's order too).
+  It needs only the row max (one `amax` over V when no sort runs); min_p = 1 keeps the argmax
+  (and its ties) alone, so a sampled row then returns the greedy token.
 * Rows with is_masked False: token = -1, prob = -inf. The kernel exits before the V loop; the torch
   twin computes them and overwrites them with torch.where (it may not branch on data).
 
@@ -138,13 +146,20 @@ def default_offsets(offsets: Optional[Tensor], n: int, device: torch.device) -> 
 
 
 def _cutoff_rows(
-    x: Tensor, inv_t: Tensor, sampled: Tensor, top_k: Optional[Tensor], top_p: Optional[Tensor]
+    x: Tensor,
+    inv_t: Tensor,
+    sampled: Tensor,
+    top_k: Optional[Tensor],
+    top_p: Optional[Tensor],
+    min_p: Optional[Tensor] = None,
 ) -> Tensor:
     """x [R, V] fp32 logits -> cut [R] fp32 (keep = x >= cut; -inf keeps everything)."""
     n, v = x.shape
-    vals = torch.sort(x, dim=1, descending=True).values  # [R, V]
     cut = torch.full((n,), NEG_INF, dtype=torch.float32, device=x.device)
     active = torch.zeros(n, dtype=torch.bool, device=x.device)
+    if top_k is None and top_p is None:  # min-p alone: the row max, no sort
+        return _min_p_cut(x.amax(dim=1), inv_t, sampled, min_p, cut, active)
+    vals = torch.sort(x, dim=1, descending=True).values  # [R, V]
     if top_k is not None:
         k = top_k.to(torch.int64)
         k_on = (k > 0) & (k < v)
@@ -162,6 +177,19 @@ def _cutoff_rows(
         pth = vals.gather(1, last.clamp(min=0)[:, None]).squeeze(1)
         cut = torch.where(p_on, torch.maximum(cut, pth), cut)
         active = active | p_on
+    return _min_p_cut(vals[:, 0], inv_t, sampled, min_p, cut, active)
+
+
+def _min_p_cut(
+    x_max: Tensor, inv_t: Tensor, sampled: Tensor, min_p: Optional[Tensor], cut: Tensor, active: Tensor
+) -> Tensor:
+    """Folds min-p into the cut-off: p >= min_p * p_max <=> x >= x_max + log(min_p) / inv_t."""
+    if min_p is not None:
+        mp = min_p.to(torch.float32)
+        mp_on = mp > 0
+        mcut = x_max + torch.log(mp.clamp(min=1e-30, max=1.0)) / inv_t
+        cut = torch.where(mp_on, torch.maximum(cut, mcut), cut)
+        active = active | mp_on
     return torch.where(active & sampled, cut, NEG_INF)
 
 
@@ -170,14 +198,16 @@ def filter_cutoff(
     temperature: Optional[Tensor],
     top_k: Optional[Tensor],
     top_p: Optional[Tensor],
+    min_p: Optional[Tensor] = None,
 ) -> Optional[Tensor]:
-    """[N, V] logits -> [N] fp32 value cut-off of the top-k / top-p filters, or None when both are None.
+    """[N, V] logits -> [N] fp32 value cut-off of the top-k / top-p / min-p filters, or None when all are None.
 
     top-k keeps logits >= the k-th largest; top-p then keeps the smallest prefix of the (top-k
     renormalised, temperature-scaled) sorted distribution whose mass reaches top_p, plus every
-    token tied with its last member. Greedy rows and rows with no active filter get -inf.
+    token tied with its last member; min-p keeps logits >= max + T * log(min_p). Greedy rows and
+    rows with no active filter get -inf.
     """
-    if top_k is None and top_p is None:
+    if top_k is None and top_p is None and min_p is None:
         return None
     n, v = logits.shape
     inv_t = inverse_temperature(temperature, n, logits.device)
@@ -196,6 +226,7 @@ def filter_cutoff(
             sampled[lo:hi],
             None if top_k is None else top_k[lo:hi],
             None if top_p is None else top_p[lo:hi],
+            None if min_p is None else min_p[lo:hi],
         )
     return cut
 
@@ -259,6 +290,7 @@ def confidence_torch(
     top_p: Optional[Tensor] = None,
     seeds: Optional[Tensor] = None,
     offsets: Optional[Tensor] = None,
+    min_p: Optional[Tensor] = None,
     *,
     out: Optional[tuple[Tensor, Tensor]] = None,
 ) -> tuple[Tensor, Tensor]:
@@ -267,7 +299,7 @@ def confidence_torch(
     n, v = logits.shape
     device = logits.device
     token, prob = _outputs(out, n, device)
-    cut = filter_cutoff(logits, temperature, top_k, top_p)
+    cut = filter_cutoff(logits, temperature, top_k, top_p, min_p)
     inv_t = sampled = row_key = None
     if temperature is not None:
         inv_t = inverse_temperature(temperature, n, device)
@@ -387,6 +419,7 @@ def confidence_triton(
     top_p: Optional[Tensor] = None,
     seeds: Optional[Tensor] = None,
     offsets: Optional[Tensor] = None,
+    min_p: Optional[Tensor] = None,
     *,
     out: Optional[tuple[Tensor, Tensor]] = None,
     block_v: int = DEFAULT_BLOCK_V,
@@ -404,7 +437,7 @@ def confidence_triton(
     if logits.stride(1) != 1:
         logits = logits.contiguous()
     inv_t = inverse_temperature(temperature, n, device)
-    cut = filter_cutoff(logits, temperature, top_k, top_p)
+    cut = filter_cutoff(logits, temperature, top_k, top_p, min_p)
     may_sample = temperature is not None
     temp = temperature.to(torch.float32).contiguous() if may_sample else inv_t
     seeds64 = seeds.to(torch.int64).contiguous() if may_sample else token  # unused pointer when greedy
@@ -439,9 +472,10 @@ def confidence(
     top_p: Optional[Tensor] = None,
     seeds: Optional[Tensor] = None,
     offsets: Optional[Tensor] = None,
+    min_p: Optional[Tensor] = None,
     *,
     out: Optional[tuple[Tensor, Tensor]] = None,
 ) -> tuple[Tensor, Tensor]:
     """Dispatch: the Triton kernel for CUDA tensors, the torch twin otherwise (CPU, meta)."""
     fn = confidence_triton if (HAS_TRITON and logits.is_cuda) else confidence_torch
-    return fn(logits, is_masked, temperature, top_k, top_p, seeds, offsets, out=out)
+    return fn(logits, is_masked, temperature, top_k, top_p, seeds, offsets, min_p, out=out)

@@ -182,6 +182,67 @@ def test_filtered_parity(dtype: torch.dtype, n: int, v: int, block_v: int) -> No
 
 
 # ----------------------------------------------------------------------------------------------
+# min-p
+# ----------------------------------------------------------------------------------------------
+
+
+def _min_p(n: int) -> torch.Tensor:
+    return torch.tensor([0.0, 0.1, 0.5, 1.0, 0.05, 0.3, 0.9, 0.2] * n)[:n].to(DEVICE)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n,v,block_v", [(3, V_REAL, 8192), (9, 1000, 256), (8, 261, 128)])
+@pytest.mark.parametrize("with_top", [False, True])
+def test_min_p_parity(dtype: torch.dtype, n: int, v: int, block_v: int, with_top: bool) -> None:
+    logits = _logits(n, v, dtype, seed=13 + v, scale=2.0)
+    is_masked = torch.ones(n, dtype=torch.bool, device=DEVICE)
+    temperature, seeds, offsets = _sampling_params(n, seed=5 * v)
+    top_k, top_p = _filter_params(n) if with_top else (None, None)
+    min_p = _min_p(n)
+    got, ref = _run_both(logits, is_masked, temperature, top_k, top_p, seeds, offsets, min_p, block_v=block_v)
+    _assert_parity(got, ref, is_masked, dtype)
+    # every sampled token passes min-p: p >= min_p * p_max of the tempered distribution
+    x = logits.float()
+    t = torch.where(temperature > 0, temperature, 1.0)
+    chosen = x.gather(1, got[0][:, None]).squeeze(1)
+    ratio = torch.exp((chosen - x.amax(1)) / t)
+    sampled = temperature > 0
+    assert (ratio[sampled] >= min_p[sampled] * (1 - 1e-5)).all()
+
+
+def test_twin_min_p_definition() -> None:
+    row = torch.tensor([3.0, 2.0, 2.0, 1.0, 0.0, -2.0])
+    p = torch.softmax(row, 0)
+    for min_p in (0.01, 0.1, 0.3, 0.4, 0.99, 1.0):
+        cut = conf.filter_cutoff(row[None], torch.ones(1), None, None, torch.tensor([min_p]))
+        kept = {i for i in range(6) if row[i] >= cut[0]}
+        assert kept == {i for i in range(6) if p[i] >= min_p * p[0] * (1 - 1e-6)}, (min_p, cut)
+    # the ratio is taken at the request's temperature: at T = 0.5, p_i / p_max = exp(2 (x_i - x_max))
+    for t, min_p, want in ((0.5, 0.1, {0, 1, 2}), (0.5, 0.2, {0}), (2.0, 0.2, {0, 1, 2, 3, 4})):
+        cut = conf.filter_cutoff(row[None], torch.full((1,), t), None, None, torch.tensor([min_p]))
+        assert {i for i in range(6) if row[i] >= cut[0]} == want, (t, min_p)
+    # inactive (0) and greedy rows: no cut
+    assert conf.filter_cutoff(row[None], torch.ones(1), None, None, torch.zeros(1))[0] == float("-inf")
+    assert conf.filter_cutoff(row[None], torch.zeros(1), None, None, torch.tensor([0.5]))[0] == float("-inf")
+    # min-p and top-k together: the stricter cut wins
+    both = conf.filter_cutoff(row[None], torch.ones(1), torch.tensor([5]), None, torch.tensor([0.3]))
+    assert {i for i in range(6) if row[i] >= both[0]} == {0, 1, 2}
+
+
+def test_min_p_one_samples_the_greedy_token() -> None:
+    n, v = 12, 500
+    logits = _logits(n, v, torch.float32, seed=21, scale=1.0)
+    is_masked = torch.ones(n, dtype=torch.bool, device=DEVICE)
+    temperature = torch.full((n,), 1.5, device=DEVICE)
+    seeds = torch.arange(n, dtype=torch.int64, device=DEVICE)
+    (tok, prob), (tok_ref, _) = _run_both(logits, is_masked, temperature, None, None, seeds, None, torch.ones(n, device=DEVICE))
+    assert torch.equal(tok, logits.argmax(1)) and torch.equal(tok_ref, tok)
+    assert torch.allclose(prob, torch.ones_like(prob))  # renormalised over the argmax alone
+    free, _ = _run_both(logits, is_masked, temperature, None, None, seeds, None)
+    assert not torch.equal(free[0], tok)  # without min-p the same noise picks other tokens
+
+
+# ----------------------------------------------------------------------------------------------
 # the torch twin against plain definitions
 # ----------------------------------------------------------------------------------------------
 
@@ -274,7 +335,9 @@ def _all_args(device: str, n: int = 64, v: int = 3000):
     top_k = torch.full((n,), 20, dtype=torch.int32, device=device)
     top_p = torch.full((n,), 0.9, device=device)
     seeds = torch.zeros(n, dtype=torch.int64, device=device)
-    return logits, is_masked, temperature, top_k, top_p, seeds
+    offsets = torch.arange(n, device=device)
+    min_p = torch.full((n,), 0.05, device=device)
+    return logits, is_masked, temperature, top_k, top_p, seeds, offsets, min_p
 
 
 def test_torch_path_has_no_host_sync() -> None:
@@ -282,6 +345,9 @@ def test_torch_path_has_no_host_sync() -> None:
     assert host_syncs(lambda: conf.confidence_torch(*args)) == []
     assert host_syncs(lambda: conf.confidence_torch(args[0], args[1])) == []
     assert host_syncs(lambda: conf.confidence(*args)) == []
+    assert host_syncs(lambda: conf.confidence_torch(*args[:5], args[5], None, args[7])) == []
+    # min-p alone (no sort: the row max)
+    assert host_syncs(lambda: conf.confidence_torch(args[0], args[1], args[2], None, None, args[5], None, args[7])) == []
     # the recorder does catch what it must
     assert host_syncs(lambda: args[0][args[1]].sum().item()) != []
     assert host_syncs(lambda: args[0].tolist()) == ["tolist"]

@@ -46,6 +46,11 @@ row sets any knob takes the fast path (the server's scalars, as before). Per-row
 `Rows`, so in FDFO mode a row's counters persist between rounds while its knobs are read afresh each
 step from the batch's sampling info, which follows the batch's row order.
 
+Request logit adjustments: before scoring, every step passes its logits through `adjusted`, which
+applies the requests' `logit_bias` and repetition / frequency / presence penalties in place at the
+rows it scores (sampling.py `LogitAdjuster`, kernels/logit_adjust.py); a batch that sets none takes
+the fast path (nothing runs). min_p is a sampling filter and travels with `sampling()`.
+
 Control tokens: on a LLaDA2.2 checkpoint (DllmConfig `delete_token_id` / `split_token_id` set) the
 DELETE / SPLIT ids are not text; only `llada2_levenshtein` interprets them. The other algorithms score
 with those logit columns at -inf (`confidence_excluding`: overwritten in place, restored after the
@@ -68,7 +73,7 @@ from sglang.srt.dllm.config import DllmConfig
 
 from sglang_llada.algorithms import LOGPROBS_ATTR
 from sglang_llada.algorithms.knobs import SAMPLING, Knob, Value, check_request_knobs, read_knobs, request_knobs_of
-from sglang_llada.algorithms.sampling import SeedCache, sampling_kwargs
+from sglang_llada.algorithms.sampling import LogitAdjuster, SeedCache, sampling_kwargs
 from sglang_llada.kernels.confidence import confidence
 
 Tensor = torch.Tensor
@@ -177,6 +182,7 @@ class LladaAlgorithm(DllmAlgorithm):
         self.knobs: dict[str, Value] = read_knobs(config.algorithm_config, (*self.KNOBS, SAMPLING), self.NAME)
         self.sample_requests = self.knobs["sampling"] == "request"
         self._seed_cache = SeedCache()
+        self._adjuster = LogitAdjuster()
         self._knob_cache = _RowKnobCache()
         self._warned_knob_rows = False
         # DELETE / SPLIT (LLaDA2.2): never written by this algorithm (levenshtein.py overrides)
@@ -271,9 +277,22 @@ class LladaAlgorithm(DllmAlgorithm):
             return self.block_vector(forward_batch, min(value, INT32_MAX), torch.int32)
         return self.block_vector(forward_batch, value, torch.float32)
 
+    def adjusted(self, forward_batch: Any, logits: Tensor, live: Tensor) -> Tensor:
+        """The step's logits with the requests' `logit_bias` and repetition / frequency / presence
+        penalties applied at the `live` rows ([N] bool: the rows the step scores), in place; the
+        logits themselves when no request of the batch sets any (sampling.py `LogitAdjuster`)."""
+        return self._adjuster(forward_batch, logits, live, self.mask_id, self.block_size)
+
     def scored(self, logits: Tensor, live: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
-        """`confidence` with the control tokens (DELETE / SPLIT) excluded, if the checkpoint has them."""
-        return confidence_excluding(logits, live, [(c, None) for c in self.control_ids], **kwargs)
+        """`confidence` with the mask token and the control tokens (DELETE / SPLIT, if the
+        checkpoint has them) excluded.
+
+        Why the mask: a step that commits the mask id itself leaves the position masked; SGLang's
+        scheduler then re-runs the block without end (seen: the trained toy, `"Lower: ABC"` at
+        temperature 2.0 with sampling_seed 3 never finished). A written position must resolve its
+        mask, so the mask id is never a candidate."""
+        banned = [(self.mask_id, None), *[(c, None) for c in self.control_ids]]
+        return confidence_excluding(logits, live, banned, **kwargs)
 
     def init_step_state(self, forward_batch: Any) -> List[Any]:
         """One `RowState` per request, all rows of one fresh `Rows` (logprobs zeroed)."""

@@ -206,7 +206,8 @@ class EditAlgorithm(LladaAlgorithm):
         live = ~rows.prompt & eligible[:, None]  # [B, S]: positions scored this step
 
         salt = n_masked + (s + 1) * rows.edit_steps.to(torch.int64)  # distinct per step of a block
-        token, prob = self.scored(full_logits, live.reshape(-1), **self.sampling(forward_batch, salt))
+        logits = self.adjusted(forward_batch, full_logits, live.reshape(-1))  # logit_bias, penalties
+        token, prob = self.scored(logits, live.reshape(-1), **self.sampling(forward_batch, salt))
         token2, prob2 = token.view(b, s), prob.view(b, s)
 
         edit = live & ~masked & (prob2 > edit_threshold) & (token2 != ids)  # T2T [B, S], strict

@@ -296,7 +296,8 @@ class LevenshteinAlgorithm(LladaAlgorithm):
 
         # -- score: MASK never, DELETE / SPLIT only where they may take effect
         kwargs = self.sampling(forward_batch, rows.steps.to(torch.int64))
-        token, prob = self._scored(full_logits, live.reshape(-1), no_ctrl.reshape(-1), kwargs)
+        logits = self.adjusted(forward_batch, full_logits, live.reshape(-1))  # logit_bias, penalties
+        token, prob = self._scored(logits, live.reshape(-1), no_ctrl.reshape(-1), kwargs)
         token2, prob2 = token.view(b, s), prob.view(b, s)
 
         # -- M2T: >= 1 + introduced masks while original masks remain, all of them afterwards

@@ -30,10 +30,12 @@ Per-request knobs (`custom_params: {"dllm": {...}}`, base.py): `threshold`, `tok
 Control tokens: with a LLaDA2.2 checkpoint's DELETE / SPLIT ids in the DllmConfig, their logits are
 excluded (base.py `scored`), so these algorithms never write them.
 
-Sampling: greedy by default; with `sampling: request` each request's temperature / top-k / top-p
-from `forward_batch.sampling_info` (see sampling.py). The noise salt of a step is the block's count
-of masked positions, which falls at every step (each step commits >= 1 position; only a commit of
-the mask id itself, which LowConfidence allows too, would repeat a salt).
+Sampling: greedy by default; with `sampling: request` each request's temperature / top-k / top-p /
+min-p from `forward_batch.sampling_info` (see sampling.py). Each request's `logit_bias` and
+repetition / frequency / presence penalties adjust the logits first, in either mode (base.py
+`adjusted`). The noise salt of a step is the block's count
+of masked positions, which falls at every step (each step commits >= 1 position, and the mask id
+itself is never a candidate: base.py `scored`; SGLang's LowConfidence allows committing it).
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ class UnmaskAlgorithm(LladaAlgorithm):
         masked = self.masked_positions(forward_batch)  # [N]
         n_masked = masked.view(b, s).sum(dim=1)  # [B]
         done = n_masked == 0  # [B], before the commit (base.py: the KV of this forward is final)
-        token, prob = self.scored(full_logits, masked, **self.sampling(forward_batch, n_masked))
+        logits = self.adjusted(forward_batch, full_logits, masked)  # logit_bias, penalties
+        token, prob = self.scored(logits, masked, **self.sampling(forward_batch, n_masked))
         threshold, k = self.rule(forward_batch, prob.view(b, s), masked.view(b, s), self.row_knobs(forward_batch))
         committed, _, _ = select_commit(forward_batch.input_ids, token, prob, masked, threshold, k, s)
         self.record_logprobs(rows, committed, prob)
