@@ -19,7 +19,12 @@ Seams used, all official:
 - `HookRegistry` AFTER `TokenizerManager._validate_one_request`: a 400 for requests diffusion
   decoding cannot honour or whose per-request decoding knobs (`custom_params.dllm`) are
   invalid, greedy unless a temperature is given; AFTER `SamplingBatchInfo.from_schedule_batch`:
-  each request's knobs on the diffusion batch (`request_policy.py`);
+  each request's knobs on the diffusion batch (`request_policy.py`); in the same AFTER hook, a
+  400 for values the scheduler would trust blindly (token ids outside the vocabulary, input_embeds
+  of the wrong width, ...: `request_validation.py`);
+- `HookRegistry` AROUND `Scheduler.run_batch` / `Scheduler.process_batch_result`: a diffusion batch
+  whose forward raises is aborted (its requests get a 500, their KV is freed) and the scheduler
+  goes on, instead of the whole server exiting (`request_validation.py`);
 - `HookRegistry` BEFORE `process_batch_result_dllm`: output-token logprobs (`logprobs.py`);
 - `HookRegistry` AFTER `SamplingBatchInfo.from_schedule_batch`: request seeds reach the
   diffusion sampler (`request_seeds.py`);
@@ -149,6 +154,9 @@ def _register_hooks() -> None:
     from sglang_llada.admission import register_hooks as register_admission
 
     register_admission()
+    from sglang_llada.request_validation import register_hooks as register_forward_failure_abort
+
+    register_forward_failure_abort()
 
     register_forward_stats()
 

@@ -6,7 +6,10 @@ left-to-right decoding: a `regex` request never finishes, prompt logprobs come b
 `choices`/`select` (which scores options by prompt logprobs) gets nothing to compare. The
 tokenizer manager's `_validate_one_request` runs for every generate request before it reaches the
 scheduler, and a ValueError raised there becomes an HTTP 400 with its message (the server keeps
-serving). The check runs only when the server decodes with a diffusion algorithm.
+serving). The check runs only when the server decodes with a diffusion algorithm. Before it, every
+generate request gets the field checks of `request_validation.py` (values the scheduler would use
+as indices or shapes: prompt token ids, stop ids, input_embeds; and, on a diffusion server, the
+refusal of custom_logit_processor, session_params and input_embeds).
 
 Refused (each names the field and what to do instead):
 - constrained decoding: `regex`, `json_schema`, `ebnf`, `structural_tag` (a grammar advances one
@@ -121,13 +124,21 @@ def _dllm_algorithm(server_args: Any) -> Optional[str]:
 
 
 def validate_one_request_after(result: Any, manager: Any, obj: Any, *args: Any, **kwargs: Any) -> None:
-    """AFTER `TokenizerManager._validate_one_request` (runs before the request's SamplingParams
-    are built): raise ValueError (-> HTTP 400) if refused, else fill the default temperature."""
-    algorithm = _dllm_algorithm(manager.server_args)
-    if algorithm is None:
-        return None
+    """AFTER `TokenizerManager._validate_one_request(obj, input_ids)` (runs before the request's
+    SamplingParams are built): raise ValueError (-> HTTP 400) if refused, else fill the default
+    temperature. Every generate request first gets the field checks of `request_validation.py`
+    (token ids in the vocabulary, input_embeds shape, stop ids, ...), diffusion or not."""
     if not hasattr(obj, "sampling_params") or not hasattr(obj, "logprob_start_len"):
         return None  # embedding requests
+    from sglang_llada.request_validation import request_error
+
+    algorithm = _dllm_algorithm(manager.server_args)
+    input_ids = args[0] if args else kwargs.get("input_ids")
+    error = request_error(manager, obj, input_ids, diffusion=algorithm is not None)
+    if error is not None:
+        raise ValueError(error)
+    if algorithm is None:
+        return None
     error = diffusion_request_error(obj) or request_knobs_error(obj, algorithm)
     if error is not None:
         raise ValueError(error)

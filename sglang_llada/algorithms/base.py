@@ -284,15 +284,8 @@ class LladaAlgorithm(DllmAlgorithm):
         return self._adjuster(forward_batch, logits, live, self.mask_id, self.block_size)
 
     def scored(self, logits: Tensor, live: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
-        """`confidence` with the mask token and the control tokens (DELETE / SPLIT, if the
-        checkpoint has them) excluded.
-
-        Why the mask: a step that commits the mask id itself leaves the position masked; SGLang's
-        scheduler then re-runs the block without end (seen: the trained toy, `"Lower: ABC"` at
-        temperature 2.0 with sampling_seed 3 never finished). A written position must resolve its
-        mask, so the mask id is never a candidate."""
-        banned = [(self.mask_id, None), *[(c, None) for c in self.control_ids]]
-        return confidence_excluding(logits, live, banned, **kwargs)
+        """`confidence` with the control tokens (DELETE / SPLIT) excluded, if the checkpoint has them."""
+        return confidence_excluding(logits, live, [(c, None) for c in self.control_ids], **kwargs)
 
     def init_step_state(self, forward_batch: Any) -> List[Any]:
         """One `RowState` per request, all rows of one fresh `Rows` (logprobs zeroed)."""

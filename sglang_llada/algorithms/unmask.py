@@ -34,8 +34,8 @@ Sampling: greedy by default; with `sampling: request` each request's temperature
 min-p from `forward_batch.sampling_info` (see sampling.py). Each request's `logit_bias` and
 repetition / frequency / presence penalties adjust the logits first, in either mode (base.py
 `adjusted`). The noise salt of a step is the block's count
-of masked positions, which falls at every step (each step commits >= 1 position, and the mask id
-itself is never a candidate: base.py `scored`; SGLang's LowConfidence allows committing it).
+of masked positions, which falls at every step (each step commits >= 1 position; only a commit of
+the mask id itself, which LowConfidence allows too, would repeat a salt).
 """
 
 from __future__ import annotations
