@@ -74,6 +74,34 @@ def launch(
     default), which exec's the same stock server.
     env_overrides: extra environment variables for the server process.
     """
+    for attempt in range(BIND_RETRIES):
+        try:
+            return _launch_once(model, extra_args, workdir, log_path, via_cli, env_overrides)
+        except PortTaken:
+            if attempt == BIND_RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(RuntimeError):
+    """The free port picked for the server was taken by another process before it bound it."""
+
+
+# free_port() only finds a port that was free a moment ago: SGLang's own processes (its ZMQ and
+# NCCL ports are random) or another server may take it before uvicorn binds, and uvicorn then
+# logs the error and hangs in shutdown instead of exiting. Such a start is retried on a new port.
+BIND_RETRIES = 3
+_BIND_ERROR = "error while attempting to bind on address"
+
+
+def _launch_once(
+    model: Path | None,
+    extra_args: list[str],
+    workdir: Path,
+    log_path: Path,
+    via_cli: bool,
+    env_overrides: dict[str, str] | None,
+) -> Server:
     port = free_port()
     if via_cli:
         model_args = [] if model is None else ["--model", str(model)]
@@ -93,6 +121,9 @@ def launch(
     server = Server(url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path)
     deadline = time.time() + STARTUP_TIMEOUT_S
     while time.time() < deadline:
+        if _BIND_ERROR in server.log():
+            server.stop()
+            raise PortTaken(f"port {port} was taken before the server bound it")
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()[-6000:]}")
         try:
