@@ -10,12 +10,10 @@ TASKS is a comma-separated subset (e.g. `add,sub`), default all. For sums and di
 also prints how many answers had each digit right, most significant first.
 """
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from reference_llada2 import generate_reference_with_stats, load_reference  # noqa: E402
+from sglang_llada.testing.reference_llada2 import generate_reference_with_stats, load_reference  # noqa: E402
 
 from sglang_llada.toy.tasks import FAMILIES, TASK_NAMES, heldout_split, is_correct  # noqa: E402
 from sglang_llada.toy.train import Encoder  # noqa: E402

@@ -1,15 +1,26 @@
+"""Shared fixtures. Tests live in three folders: `kernels/` (each op against its pure-torch
+reference, Triton under the interpreter), `units/` (in-process: algorithms, model parity, hooks,
+toys) and `e2e/` (real servers started with the stock `sglang.launch_server`, marked `server`:
+`pytest -m "not server"` runs everything else in a few minutes)."""
+
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-# Test helpers (the pure-torch reference model) live beside the tests.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sglang_llada.server_process import Server
+from sglang_llada.testing.server_checks import served
 
-from sglang_llada.server_process import Server, launch  # noqa: E402
+SERVER_FIXTURES = {"default_server", "fp32_server"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    e2e = Path(__file__).resolve().parent / "e2e"
+    for item in items:
+        if e2e in Path(str(item.fspath)).resolve().parents or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
 
 
 @pytest.fixture(scope="session")
@@ -24,21 +35,16 @@ def neutral_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cwd")
 
 
-def _server(tmp_path_factory, neutral_dir: Path, model: Path, args: list[str], name: str) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("logs") / f"{name}.log"
-    server = launch(model, args, neutral_dir, log)
-    try:
-        yield server
-    finally:
-        server.stop()
+def _server(tmp_path_factory: pytest.TempPathFactory, neutral_dir: Path, model: Path, args: list[str], name: str) -> Iterator[Server]:
+    yield from served(model, args, neutral_dir, tmp_path_factory.mktemp("logs") / f"{name}.log")
 
 
 @pytest.fixture(scope="session")
-def default_server(tmp_path_factory, neutral_dir, tiny_checkpoint) -> Iterator[Server]:
+def default_server(tmp_path_factory: pytest.TempPathFactory, neutral_dir: Path, tiny_checkpoint: Path) -> Iterator[Server]:
     """`python -m sglang.launch_server --model <tiny dir>` and nothing else."""
     yield from _server(tmp_path_factory, neutral_dir, tiny_checkpoint, [], "default")
 
 
 @pytest.fixture(scope="session")
-def fp32_server(tmp_path_factory, neutral_dir, tiny_checkpoint) -> Iterator[Server]:
+def fp32_server(tmp_path_factory: pytest.TempPathFactory, neutral_dir: Path, tiny_checkpoint: Path) -> Iterator[Server]:
     yield from _server(tmp_path_factory, neutral_dir, tiny_checkpoint, ["--dtype", "float32"], "fp32")

@@ -9,9 +9,8 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
-
 import sglang_llada.kernels.block_causal_attention as bca
+import torch
 from sglang_llada.kernels.testing import host_syncs, interpreted
 
 CUDA = torch.cuda.is_available()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import requests
 
-import reference_llada2 as ref
 from sglang_llada.server_process import Server, generate
+from sglang_llada.testing import reference_llada2 as ref
 
 PROMPT = "<role>HUMAN</role>Lower: AB CD<|role_end|><role>ASSISTANT</role>"
 

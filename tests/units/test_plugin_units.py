@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sglang_llada.checkpoint_tokens import CheckpointTokenError, resolve_diffusion_tokens
+from sglang_llada.checkpoint_tokens import (
+    CheckpointTokenError,
+    resolve_diffusion_tokens,
+)
 
 
 def test_mask_and_eos_ids_come_from_the_checkpoint(tiny_checkpoint: Path) -> None:
@@ -84,7 +87,10 @@ def test_core_split_is_disjoint() -> None:
 def test_request_policy_refusals_and_default_temperature() -> None:
     from types import SimpleNamespace
 
-    from sglang_llada.request_policy import diffusion_request_error, validate_one_request_after
+    from sglang_llada.request_policy import (
+        diffusion_request_error,
+        validate_one_request_after,
+    )
 
     def req(sampling: dict, **kw) -> SimpleNamespace:
         base = dict(return_logprob=False, logprob_start_len=-1, top_logprobs_num=0, token_ids_logprob=None)

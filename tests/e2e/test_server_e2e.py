@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 import requests
 
 from sglang_llada.server_process import generate
-
-import reference_llada2 as ref
+from sglang_llada.testing import reference_llada2 as ref
 
 PROMPT = "The quick brown fox jumps over the lazy dog. " * 2  # 90 bytes: 2 blocks + a partial one
 

@@ -20,7 +20,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from sglang_llada.server_process import Server, generate, launch
+from sglang_llada.server_process import Server, generate
+from sglang_llada.testing.server_checks import served
 from sglang_llada.toy import TRAINED_TOY_DIR
 
 PROMPT = "Lower: ABC"
@@ -31,13 +32,8 @@ BASE = {"max_new_tokens": 64, "ignore_eos": True, "temperature": 0}
 ALL_AT_ONCE = {"dllm": {"threshold": 0.0}}
 
 
-def _serve(tmp_path_factory, neutral_dir: Path, args: list[str], name: str) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("logs") / f"{name}.log"
-    server = launch(TRAINED_TOY_DIR, ["--dtype", "float32", *args], neutral_dir, log)
-    try:
-        yield server
-    finally:
-        server.stop()
+def _serve(tmp_path_factory: pytest.TempPathFactory, neutral_dir: Path, args: list[str], name: str) -> Iterator[Server]:
+    yield from served(TRAINED_TOY_DIR, ["--dtype", "float32", *args], neutral_dir, tmp_path_factory.mktemp("logs") / f"{name}.log")
 
 
 @pytest.fixture(scope="module")

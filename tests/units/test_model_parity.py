@@ -1,12 +1,12 @@
 """Logits parity: our `LLaDA2MoeModelLM` run by SGLang itself vs the pure-torch reference.
 
-SGLang side (tests/sglang_inprocess.py): ServerArgs resolution with our plugin and CPU platform,
+SGLang side (sglang_llada/testing/sglang_inprocess.py): ServerArgs resolution with our plugin and CPU platform,
 SGLang's model loader, KV pools, torch-native attention backend, and `ModelRunner.forward` on
 `ForwardBatch`es; fp32. The prompt is fed one 32-token block per forward, each forward having
 the previous blocks as its KV-cached prefix (chunked prefill, chunk = block), so every block
 but the first reads its context from the KV cache. The last block is partial (9 tokens).
 
-Reference side: `tests/reference_llada2.py`, one forward over the whole prompt with an explicit
+Reference side: `sglang_llada/testing/reference_llada2.py`, one forward over the whole prompt with an explicit
 block-causal mask. Both sides read the same random toy checkpoint (per-expert, fused-expert and
 2-shard layouts of the same weights).
 """
@@ -14,18 +14,14 @@ block-causal mask. Both sides read the same random toy checkpoint (per-expert, f
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 import torch
 
-# The helpers live beside this file; tests/ is not necessarily a package or on sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import reference_llada2 as ref  # noqa: E402
-from sglang_inprocess import get_runner, rel_err  # noqa: E402
+from sglang_llada.testing import reference_llada2 as ref
+from sglang_llada.testing.sglang_inprocess import get_runner, rel_err
 
 BLOCK = 32
 T = 3 * BLOCK + 9  # three full blocks and a partial one

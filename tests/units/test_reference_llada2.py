@@ -1,4 +1,4 @@
-"""Self-checks of the pure-PyTorch LLaDA2 reference (tests/reference_llada2.py)."""
+"""Self-checks of the pure-PyTorch LLaDA2 reference (sglang_llada/testing/reference_llada2.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-try:  # tests/ as a package, or as a rootdir-less folder put on sys.path by pytest
-    from tests import reference_llada2 as ref
-except ImportError:  # pragma: no cover
-    import reference_llada2 as ref  # type: ignore[no-redef]
-
+from sglang_llada.testing import reference_llada2 as ref
 from sglang_llada.toy.config import TOY_ARCH
 
 REAL_CONFIG = Path("/work/shared/reference/llada2-mini/config.json")

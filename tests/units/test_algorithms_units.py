@@ -18,13 +18,18 @@ import pytest
 import torch
 from sglang.srt.dllm.algorithm.low_confidence import LowConfidence
 from sglang.srt.dllm.config import DllmConfig
+from sglang_llada.kernels.testing import host_syncs
 
 from sglang_llada.algorithms import CLASS_PATHS, register
 from sglang_llada.algorithms.edit import EditAlgorithm, EditState
 from sglang_llada.algorithms.knobs import REQUEST_STEP_CAP
 from sglang_llada.algorithms.levenshtein import LevenshteinAlgorithm
-from sglang_llada.algorithms.unmask import FactorAlgorithm, StaticAlgorithm, ThresholdAlgorithm, factor_count
-from sglang_llada.kernels.testing import host_syncs
+from sglang_llada.algorithms.unmask import (
+    FactorAlgorithm,
+    StaticAlgorithm,
+    ThresholdAlgorithm,
+    factor_count,
+)
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CUDA: the Triton kernels
 M = 99  # mask id
@@ -353,7 +358,11 @@ def test_knob_defaults_and_sglang_keys() -> None:
 
 
 def test_register_adds_names_to_sglang_registry() -> None:
-    from sglang.srt.dllm.algorithm import algo_name_to_cls, get_algorithm, get_algorithm_cls
+    from sglang.srt.dllm.algorithm import (
+        algo_name_to_cls,
+        get_algorithm,
+        get_algorithm_cls,
+    )
 
     register()
     register()  # idempotent

@@ -18,12 +18,20 @@ from typing import Any, Optional, Sequence
 import pytest
 import torch
 from sglang.srt.dllm.config import DllmConfig
+from sglang_llada.kernels.testing import host_syncs
 
 from sglang_llada.algorithms.edit import EditAlgorithm
 from sglang_llada.algorithms.knobs import REQUEST_STEP_CAP
-from sglang_llada.algorithms.levenshtein import LevenshteinAlgorithm, apply_indel, scatter_moved
-from sglang_llada.algorithms.unmask import FactorAlgorithm, StaticAlgorithm, ThresholdAlgorithm
-from sglang_llada.kernels.testing import host_syncs
+from sglang_llada.algorithms.levenshtein import (
+    LevenshteinAlgorithm,
+    apply_indel,
+    scatter_moved,
+)
+from sglang_llada.algorithms.unmask import (
+    FactorAlgorithm,
+    StaticAlgorithm,
+    ThresholdAlgorithm,
+)
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 V = 16

@@ -17,8 +17,8 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from server_checks import idle_and_clean, strict_server
 from sglang_llada.server_process import Server, generate
+from sglang_llada.testing.server_checks import idle_and_clean, strict_server
 from sglang_llada.toy import TRAINED_TOY_DIR
 
 POOL = 1536  # KV tokens: two of the requests below at a time, at most

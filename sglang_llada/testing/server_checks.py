@@ -11,14 +11,19 @@ import requests
 from sglang_llada.server_process import Server, generate, launch
 
 
-def strict_server(model: Path, args: list[str], cwd: Path, log: Path) -> Iterator[Server]:
-    """A server with SGLang's strict idle memory check on (a KV or request-slot leak raises in
-    the scheduler when it goes idle, and the server dies), stopped when the fixture ends."""
-    srv = launch(model, args, cwd, log, env_overrides={"SGLANG_ENABLE_STRICT_MEM_CHECK_DURING_IDLE": "1"})
+def served(model: Path | None, args: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """`python -m sglang.launch_server --model MODEL ARGS` for the length of a fixture (`yield from`)."""
+    srv = launch(model, args, cwd, log, env_overrides=env)
     try:
         yield srv
     finally:
         srv.stop()
+
+
+def strict_server(model: Path, args: list[str], cwd: Path, log: Path) -> Iterator[Server]:
+    """A server with SGLang's strict idle memory check on (a KV or request-slot leak raises in
+    the scheduler when it goes idle, and the server dies), stopped when the fixture ends."""
+    yield from served(model, args, cwd, log, {"SGLANG_ENABLE_STRICT_MEM_CHECK_DURING_IDLE": "1"})
 
 
 def idle_and_clean(srv: Server, timeout: float = 120) -> None:

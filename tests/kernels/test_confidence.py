@@ -8,9 +8,8 @@ simply set.
 from __future__ import annotations
 
 import pytest
-import torch
-
 import sglang_llada.kernels.confidence as conf
+import torch
 from sglang_llada.kernels.testing import host_syncs, interpreted
 
 V_REAL = 157184  # LLaDA2 vocabulary

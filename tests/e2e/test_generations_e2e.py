@@ -16,7 +16,8 @@ from typing import Iterator
 import pytest
 import requests
 
-from sglang_llada.server_process import Server, generate, launch
+from sglang_llada.server_process import Server, generate
+from sglang_llada.testing.server_checks import served
 
 PROMPTS = ["Hello there, how are you?", "Upper: abc def", "12+34=", "x" * 70]
 
@@ -45,13 +46,8 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def _serve(tmp_path_factory, neutral_dir: Path, model: Path, args: list[str], name: str) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("logs") / f"{name}.log"
-    server = launch(model, args, neutral_dir, log)
-    try:
-        yield server
-    finally:
-        server.stop()
+def _serve(tmp_path_factory: pytest.TempPathFactory, neutral_dir: Path, model: Path, args: list[str], name: str) -> Iterator[Server]:
+    yield from served(model, args, neutral_dir, tmp_path_factory.mktemp("logs") / f"{name}.log")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ Our class runs `kernels/block_routing.py` (torch twin on CPU); SGLang's class ru
 block-routing Triton kernels, which its wrapper refuses to launch on CPU tensors, so this test
 launches them on CPU inside the Triton interpreter (`kernels/testing.interpreted`).
 
-The models are built in the process's one SGLang ModelRunner (tests/sglang_inprocess.py): the
+The models are built in the process's one SGLang ModelRunner (sglang_llada/testing/sglang_inprocess.py): the
 runner's model is swapped for the class under test while `forward_by_blocks` feeds the prompt
 one block per forward (`DLLM_EXTEND`, the diffusion serving mode), or, for ours, the whole prompt
 in one `EXTEND` forward (whole-prompt prefill: many routing blocks of one request per forward).
@@ -22,8 +22,8 @@ from typing import Any, Iterator
 import pytest
 import torch
 
-import reference_llada2 as ref
-from sglang_inprocess import get_runner, rel_err
+from sglang_llada.testing import reference_llada2 as ref
+from sglang_llada.testing.sglang_inprocess import get_runner, rel_err
 
 BLOCK = 32
 T = 3 * BLOCK + 9  # three full blocks and a partial one
@@ -89,7 +89,6 @@ def _sglang_block_routing_on_cpu() -> Iterator[None]:
     import triton
     import triton.language as tl
     from sglang.srt.models import llada2 as in_tree
-
     from sglang_llada.kernels.testing import interpreted
 
     def launch(logits: torch.Tensor, bias: torch.Tensor, block_size: int, cap: int, k: int):

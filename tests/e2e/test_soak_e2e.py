@@ -42,13 +42,13 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 import requests
 
-from server_checks import idle_and_clean
 from sglang_llada.server_process import Server, launch
+from sglang_llada.testing.server_checks import idle_and_clean
 
 CONCURRENCY = 16
 SOAK_REQUESTS = 324  # 9 rounds of the 36-kind cycle below

@@ -13,19 +13,15 @@ from typing import Iterator
 
 import pytest
 
-from sglang_llada.server_process import Server, generate, launch
+from sglang_llada.server_process import Server, generate
+from sglang_llada.testing.server_checks import served
 
 PROMPTS = ["Copy: abc de", "Add: 12+34", "Lower: XY Z"]
 MAX_NEW = 40  # 2 blocks for these prompts
 
 
-def _serve(tmp_path_factory, neutral_dir: Path, model: Path, args: list[str], name: str) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("logs") / f"{name}.log"
-    server = launch(model, ["--dtype", "float32", *args], neutral_dir, log)
-    try:
-        yield server
-    finally:
-        server.stop()
+def _serve(tmp_path_factory: pytest.TempPathFactory, neutral_dir: Path, model: Path, args: list[str], name: str) -> Iterator[Server]:
+    yield from served(model, ["--dtype", "float32", *args], neutral_dir, tmp_path_factory.mktemp("logs") / f"{name}.log")
 
 
 def _yaml(tmp_path_factory, text: str) -> str:

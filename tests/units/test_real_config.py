@@ -1,9 +1,9 @@
 """Our SGLang model class against the real LLaDA2.0-mini config (no weights, no GPU).
 
-* The published config.json (copied verbatim to tests/data/llada2-mini-config.json) builds
+* The published config.json (copied verbatim to tests/units/data/llada2-mini-config.json) builds
   `sglang_llada.models.llada2.LLaDA2MoeModelLM` on the meta device, through our HF config class,
   with SGLang's real parallel layers at tp=1 (so nothing is allocated).
-* Its parameter count equals the independent formula of tests/reference_llada2.py
+* Its parameter count equals the independent formula of sglang_llada/testing/reference_llada2.py
   (`count_parameters`) and the published "16B total / 1.4B active".
 * Every tensor name of the HF checkpoint layout (per-expert and fused 3-D experts) maps onto a
   slice of one of our parameters by the documented rules, the slices tile every parameter
@@ -29,11 +29,7 @@ from typing import Any, Iterator
 import pytest
 import torch
 
-try:  # tests/ as a package, or as a rootdir-less folder put on sys.path by pytest
-    from tests import reference_llada2 as ref
-except ImportError:  # pragma: no cover
-    import reference_llada2 as ref  # type: ignore[no-redef]
-
+from sglang_llada.testing import reference_llada2 as ref
 from sglang_llada.toy.checkpoint import expected_weight_shapes, generate_weights
 from sglang_llada.toy.config import TOY_ARCH
 

@@ -15,11 +15,11 @@ from types import SimpleNamespace
 from typing import Any, Optional
 
 import pytest
-import torch
-
 import sglang_llada.kernels.logit_adjust as la
-from sglang_llada.algorithms.sampling import LogitAdjuster, sampling_kwargs, SeedCache
+import torch
 from sglang_llada.kernels.testing import host_syncs, interpreted
+
+from sglang_llada.algorithms.sampling import LogitAdjuster, SeedCache, sampling_kwargs
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -90,7 +90,9 @@ def _sglang_reference(logits: torch.Tensor, s: int, pen: la.Penalties, own, bias
         BatchedPresencePenalizer,
         BatchedRepetitionPenalizer,
     )
-    from sglang.srt.sampling.penaltylib.repetition_penalty import apply_scaling_penalties
+    from sglang.srt.sampling.penaltylib.repetition_penalty import (
+        apply_scaling_penalties,
+    )
 
     scaling = getattr(apply_scaling_penalties, "_torchdynamo_orig_callable", apply_scaling_penalties)
     out = logits.detach().cpu().to(torch.float32).clone()
@@ -352,7 +354,11 @@ def _algorithms(s: int):
 
     from sglang_llada.algorithms.edit import EditAlgorithm
     from sglang_llada.algorithms.levenshtein import LevenshteinAlgorithm
-    from sglang_llada.algorithms.unmask import FactorAlgorithm, StaticAlgorithm, ThresholdAlgorithm
+    from sglang_llada.algorithms.unmask import (
+        FactorAlgorithm,
+        StaticAlgorithm,
+        ThresholdAlgorithm,
+    )
 
     for cls in (ThresholdAlgorithm, StaticAlgorithm, FactorAlgorithm, EditAlgorithm, LevenshteinAlgorithm):
         extra = {"delete_token_id": 30, "split_token_id": 31} if cls is LevenshteinAlgorithm else {}

@@ -22,10 +22,10 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-import reference_llada2 as ref
-from server_checks import idle_and_clean, strict_server
 from sglang_llada.eval import render_prompts
 from sglang_llada.server_process import Server, generate
+from sglang_llada.testing import reference_llada2 as ref
+from sglang_llada.testing.server_checks import idle_and_clean, strict_server
 from sglang_llada.toy import TRAINED_TOY_DIR
 from sglang_llada.toy.tasks import heldout_split
 

@@ -8,9 +8,8 @@ simply set.
 from __future__ import annotations
 
 import pytest
-import torch
-
 import sglang_llada.kernels.select_commit as sc
+import torch
 from sglang_llada.kernels.testing import host_syncs, interpreted
 
 CUDA = torch.cuda.is_available()

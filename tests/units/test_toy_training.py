@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from sglang_llada.toy import tasks
-from sglang_llada.toy.train import BLOCK, Encoder, TrainConfig, ar_batch, diffusion_batch, train
+from sglang_llada.toy.train import (
+    BLOCK,
+    Encoder,
+    TrainConfig,
+    ar_batch,
+    diffusion_batch,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +169,9 @@ def test_ar_batch_is_causal_next_token(enc: Encoder) -> None:
 @pytest.mark.parametrize("objective", ["diffusion", "ar"])
 def test_training_is_seeded_and_exports_a_loadable_checkpoint(objective: str, tmp_path: Path) -> None:
     """Two 3-step runs give the same bytes; the export loads into the independent reference."""
-    from reference_llada2 import load_reference
     from safetensors.torch import load_file
+
+    from sglang_llada.testing.reference_llada2 import load_reference
 
     cfg = TrainConfig(objective=objective, steps=3, batch_size=4, threads=1)
     train(cfg, tmp_path / "a", progress=False)
@@ -181,8 +189,7 @@ def test_training_is_seeded_and_exports_a_loadable_checkpoint(objective: str, tm
 
 def test_training_model_matches_the_reference_architecture(tmp_path: Path) -> None:
     """The module we train computes what the served architecture computes (reference logits)."""
-    from reference_llada2 import block_causal_mask, load_reference
-
+    from sglang_llada.testing.reference_llada2 import block_causal_mask, load_reference
     from sglang_llada.toy.torch_model import ToyLLaDA2
     from sglang_llada.toy.train import arch_config
 
