@@ -25,20 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import sys
-import time
-from pathlib import Path
 from typing import Any, Callable
 
+import _timing  # bench/_timing.py: this script's folder is sys.path[0]
 import torch
 
 from sglang_llada.kernels import block_routing as br
 from sglang_llada.kernels.testing import host_syncs
 
-RESULTS = Path(__file__).resolve().parent / "results"
 EXPERTS = 256
 TOP_K = 8
 BLOCK = 32
@@ -74,23 +69,6 @@ def request_lens(t: int, seed: int = 0) -> tuple[list[int], list[int]]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def median_ms(run: Callable[[], Any], device: torch.device, reps: int, warmup: int) -> tuple[float, list[float]]:
-    times = []
-    for i in range(warmup + reps):
-        _sync(device)
-        t0 = time.perf_counter()
-        run()
-        _sync(device)
-        if i >= warmup:
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), [round(x, 3) for x in times]
-
-
 def in_tree_block_topk() -> Any:
     from sglang.srt.models.llada2 import block_topk_triton
 
@@ -116,7 +94,7 @@ def bench_device(device: torch.device, args: argparse.Namespace) -> list[dict[st
             cases.append(("request_blocks (layout, once per forward)", layout))
             for name, run in cases:
                 syncs = host_syncs(run)
-                ms, samples = median_ms(run, device, args.reps, args.warmup)
+                ms, samples = _timing.median_ms(run, device, args.reps, args.warmup, digits=3)
                 row = {
                     "device": device.type, "T": t, "E": EXPERTS, "capacity": cap, "top_k": TOP_K, "block": BLOCK,
                     "requests": len(extend) if name.startswith("request_blocks") else None,
@@ -160,18 +138,12 @@ def check_results(device: torch.device) -> tuple[dict[str, bool], dict[str, bool
     return checks, info
 
 
-def write_md(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> None:
+def md_lines(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    title = "Block routing (LLaDA2.2 MoE) per layer call: torch twin, Triton kernel, SGLang's in-tree kernel"
     lines = [
-        "# Block routing (LLaDA2.2 MoE) per layer call: torch twin, Triton kernel, SGLang's in-tree kernel",
-        "",
-        "Command:",
-        "",
-        "```bash",
-        meta["command"],
-        "```",
-        "",
-        f"Machine: {meta['machine']}; torch {meta['torch']}; torch threads: {meta['torch_threads']}; "
-        f"CUDA: {meta['cuda']}. E = {EXPERTS}, top_k = {TOP_K}, block {BLOCK}, bf16 router logits, SGLang's flat "
+        *_timing.md_header(title, meta),
+        _timing.machine_sentence(meta)
+        + f"E = {EXPERTS}, top_k = {TOP_K}, block {BLOCK}, bf16 router logits, SGLang's flat "
         f"block layout for the op rows. Median of {meta['reps']} runs after {meta['warmup']} warm-up run(s).",
         "",
         "| device | T | capacity | case | median ms / call | host syncs / call |",
@@ -199,19 +171,16 @@ def write_md(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> No
         "- `request_blocks` is host work (python lists -> one host-to-device copy); its row is repeated per",
         "  capacity because the loop times it there, it does not depend on capacity.",
     ]
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = _timing.parser(__doc__, "block_routing_bench", reps=5)
     parser.add_argument("--tokens", type=int, nargs="+", default=[32, 512, 4096])
     parser.add_argument("--capacity", type=int, nargs="+", default=[48, 64])
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=RESULTS / "block_routing_bench")
     args = parser.parse_args()
 
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    devices = _timing.devices()
     results = {d.type: check_results(d) for d in devices}
     checks = {f"{d}:{k}": v for d, (c, _) in results.items() for k, v in c.items()}
     info = {f"{d}:{k}": v for d, (_, i) in results.items() for k, v in i.items()}
@@ -220,20 +189,13 @@ def main() -> int:
         for device in devices:
             rows += bench_device(device, args)
     meta = {
-        "command": "nice -n 19 env OMP_NUM_THREADS=1 .venv/bin/python " + " ".join([sys.argv[0], *sys.argv[1:]]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
+        **_timing.machine_meta(),
         "reps": args.reps,
         "warmup": args.warmup,
         "checks": checks,
         "info": info,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    write_md(rows, meta, args.out.with_suffix(".md"))
-    print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.md')}")
+    _timing.write_results(args.out, meta, rows, md_lines(rows, meta))
     if not all(checks.values()):
         print(f"checks failed, nothing timed: {checks}", file=sys.stderr)
         return 1

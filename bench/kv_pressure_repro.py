@@ -6,7 +6,7 @@
 
 Sends 3 prompts of 300-600 random tokens alone, then 8 at once (max_new_tokens 96, ignore_eos),
 and prints whether the batched answers equal the alone ones. Without the plugin's admission
-hooks (sglang_llada/admission.py) SGLang 0.5.23's scheduler dies here with "Prefill out of
+hooks (sglang_llada/scheduler/admission.py) SGLang 0.5.23's scheduler dies here with "Prefill out of
 memory" and the requests fail with a connection error.
 """
 

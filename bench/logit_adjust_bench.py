@@ -25,15 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import sys
-import time
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
+import _timing  # bench/_timing.py: this script's folder is sys.path[0]
 import torch
 
 from sglang_llada.algorithms.sampling import LogitAdjuster
@@ -41,7 +37,6 @@ from sglang_llada.kernels.confidence import confidence
 from sglang_llada.kernels.logit_adjust import Penalties, logit_adjust
 from sglang_llada.kernels.testing import host_syncs
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BLOCK = 32
 MASK_ID = 156895
 PROMPT_LEN = 100
@@ -86,71 +81,50 @@ def make_batch(b: int, vocab: int, device: torch.device, seed: int = 0) -> dict[
     }
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def median_ms(run: Callable[[], Any], device: torch.device, reps: int, warmup: int) -> tuple[float, list[float]]:
-    times = []
-    for i in range(warmup + reps):
-        _sync(device)
-        t0 = time.perf_counter()
-        run()
-        _sync(device)
-        if i >= warmup:
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), [round(t, 2) for t in times]
-
-
-def bench_device(device: torch.device, args: argparse.Namespace) -> list[dict[str, Any]]:
+def bench_batch(device: torch.device, b: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every case at B requests; the batch (B x 32 x V logits, [B, V] counts and bias) is freed on return."""
     rows = []
     path = "triton" if device.type == "cuda" else "torch"
-    for b in args.batch:
-        batch = make_batch(b, args.vocab, device)
-        logits = batch["logits"]  # adjusted in place by the cases below: timing is unaffected
-        adjuster = LogitAdjuster()
-        adjuster(batch["fb"], logits, batch["live"], MASK_ID, BLOCK)  # fills the counts cache
+    batch = make_batch(b, args.vocab, device)
+    logits = batch["logits"]  # adjusted in place by the cases below: timing is unaffected
+    adjuster = LogitAdjuster()
+    adjuster(batch["fb"], logits, batch["live"], MASK_ID, BLOCK)  # fills the counts cache
 
-        def rebuild() -> None:
-            adjuster._penalties = None
-            adjuster(batch["fb"], logits, batch["live"], MASK_ID, BLOCK)
+    def rebuild() -> None:
+        adjuster._penalties = None
+        adjuster(batch["fb"], logits, batch["live"], MASK_ID, BLOCK)
 
-        cases: list[tuple[str, Callable[[], Any]]] = [
-            (f"confidence only, greedy ({path}; baseline)", lambda: confidence(logits, batch["live"])),
-            (f"logit_adjust only, penalties + bias ({path})",
-             lambda: logit_adjust(logits, batch["live"], BLOCK, batch["penalties"], batch["own"], batch["bias"])),
-            (f"adjuster step: counts copy + scatter + logit_adjust ({path})",
-             lambda: adjuster(batch["fb"], logits, batch["live"], MASK_ID, BLOCK)),
-            (f"adjuster block build: counts from {OUTPUT_LEN} output ids / request, then the step ({path})", rebuild),
-            ("adjuster fast path: no request sets any", lambda: adjuster(batch["plain_fb"], logits, batch["live"], MASK_ID, BLOCK)),
-        ]
-        for name, run in cases:
-            syncs = host_syncs(run)
-            ms, samples = median_ms(run, device, args.reps, args.warmup)
-            row = {
-                "device": device.type, "B": b, "N": b * BLOCK, "V": args.vocab, "case": name,
-                "median_ms": round(ms, 3), "samples_ms": samples, "host_syncs_per_step": len(syncs),
-                "host_sync_ops": sorted(set(syncs)),
-            }
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-        del batch
+    cases: list[tuple[str, Callable[[], Any]]] = [
+        (f"confidence only, greedy ({path}; baseline)", lambda: confidence(logits, batch["live"])),
+        (f"logit_adjust only, penalties + bias ({path})",
+         lambda: logit_adjust(logits, batch["live"], BLOCK, batch["penalties"], batch["own"], batch["bias"])),
+        (f"adjuster step: counts copy + scatter + logit_adjust ({path})",
+         lambda: adjuster(batch["fb"], logits, batch["live"], MASK_ID, BLOCK)),
+        (f"adjuster block build: counts from {OUTPUT_LEN} output ids / request, then the step ({path})", rebuild),
+        ("adjuster fast path: no request sets any", lambda: adjuster(batch["plain_fb"], logits, batch["live"], MASK_ID, BLOCK)),
+    ]
+    for name, run in cases:
+        syncs = host_syncs(run)
+        ms, samples = _timing.median_ms(run, device, args.reps, args.warmup, digits=2)
+        row = {
+            "device": device.type, "B": b, "N": b * BLOCK, "V": args.vocab, "case": name,
+            "median_ms": round(ms, 3), "samples_ms": samples, "host_syncs_per_step": len(syncs),
+            "host_sync_ops": sorted(set(syncs)),
+        }
+        print(json.dumps(row), flush=True)
+        rows.append(row)
     return rows
 
 
-def write_md(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> None:
+def bench_device(device: torch.device, args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [row for b in args.batch for row in bench_batch(device, b, args)]
+
+
+def md_lines(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
     lines = [
-        "# Request logit adjustments (logit_bias, penalties) in one step",
-        "",
-        "Command:",
-        "",
-        "```bash",
-        meta["command"],
-        "```",
-        "",
-        f"Machine: {meta['machine']}; torch {meta['torch']}; torch threads: {meta['torch_threads']}; "
-        f"CUDA: {meta['cuda']}. Block 32, V = {meta['vocab']}, fp32 logits, about half of the positions "
+        *_timing.md_header("Request logit adjustments (logit_bias, penalties) in one step", meta),
+        _timing.machine_sentence(meta)
+        + f"Block 32, V = {meta['vocab']}, fp32 logits, about half of the positions "
         f"masked (the scored rows), every request with a bias and all three penalties, {OUTPUT_LEN} output "
         f"tokens each. Median of {meta['reps']} runs after {meta['warmup']} warm-up run(s).",
         "",
@@ -174,36 +148,25 @@ def write_md(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> No
         "  absolute times are noisy and say nothing about GPU speed. Triton rows appear only when the",
         "  script runs on a CUDA machine.",
     ]
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = _timing.parser(__doc__, "logit_adjust_bench", reps=3)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--vocab", type=int, default=157184)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=RESULTS / "logit_adjust_bench")
     args = parser.parse_args()
 
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     rows: list[dict[str, Any]] = []
-    for device in devices:
+    for device in _timing.devices():
         rows += bench_device(device, args)
     meta = {
-        "command": "nice -n 19 env OMP_NUM_THREADS=1 .venv/bin/python " + " ".join([sys.argv[0], *sys.argv[1:]]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
+        **_timing.machine_meta(),
         "vocab": args.vocab,
         "reps": args.reps,
         "warmup": args.warmup,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    write_md(rows, meta, args.out.with_suffix(".md"))
-    print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.md')}")
+    _timing.write_results(args.out, meta, rows, md_lines(rows, meta))
     return 0
 
 

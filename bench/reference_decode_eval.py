@@ -14,7 +14,6 @@ import sys
 import torch
 
 from sglang_llada.testing.reference_llada2 import generate_reference_with_stats, load_reference  # noqa: E402
-
 from sglang_llada.toy.tasks import FAMILIES, TASK_NAMES, heldout_split, is_correct  # noqa: E402
 from sglang_llada.toy.train import Encoder  # noqa: E402
 

@@ -25,22 +25,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import sys
-import time
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
+import _timing  # bench/_timing.py: this script's folder is sys.path[0]
 import torch
 
 from sglang_llada.kernels.confidence import confidence
 from sglang_llada.kernels.select_commit import select_commit
 from sglang_llada.kernels.testing import host_syncs
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BLOCK = 32
 MASK_ID = 156895
 THRESHOLD = 0.95  # LowConfidence's default, the LLaDA2 paper's value
@@ -110,51 +105,36 @@ def in_tree_step(algo: Any, batch: dict[str, torch.Tensor], ids: torch.Tensor) -
 # ----------------------------------------------------------------------------------------------
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def median_ms(run: Callable[[torch.Tensor], Any], ids0: torch.Tensor, reps: int, warmup: int) -> tuple[float, list[float]]:
-    """Median wall time of run(fresh copy of input_ids), in ms; the copy is made outside the timing."""
-    times = []
-    for i in range(warmup + reps):
-        ids = ids0.clone()
-        _sync(ids.device)
-        t0 = time.perf_counter()
-        run(ids)
-        _sync(ids.device)
-        if i >= warmup:
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), [round(t, 2) for t in times]
+def bench_batch(device: torch.device, b: int, args: argparse.Namespace, algo: Any) -> list[dict[str, Any]]:
+    """Every case at B blocks; the batch (B x 32 x V logits) is freed on return."""
+    rows = []
+    batch = make_batch(b, args.vocab, device)
+    ids0 = batch["input_ids"]
+    tok, prob = ours_confidence_only(batch, ids0)
+    path = "triton" if device.type == "cuda" else "torch"
+    cases: list[tuple[str, Callable[[torch.Tensor], Any]]] = [
+        (f"ours ({path}): confidence + select_commit, greedy", lambda ids: ours_step(batch, ids, False)),
+        (f"ours ({path}): confidence only, greedy", lambda ids: ours_confidence_only(batch, ids)),
+        (f"ours ({path}): select_commit only", lambda ids: ours_select_only(batch, ids, tok, prob)),
+        (f"ours ({path}): confidence + select_commit, sampled T=1", lambda ids: ours_step(batch, ids, True)),
+        ("in-tree LowConfidence.step (sglang 0.5.23), greedy", lambda ids: in_tree_step(algo, batch, ids)),
+    ]
+    for name, run in cases:
+        syncs = host_syncs(lambda run=run: run(ids0.clone()))
+        # each timed call gets a fresh copy of input_ids, made outside the timing
+        ms, samples = _timing.median_ms(run, device, args.reps, args.warmup, digits=2, fresh=ids0.clone)
+        row = {
+            "device": device.type, "B": b, "N": b * BLOCK, "V": args.vocab, "case": name,
+            "median_ms": round(ms, 2), "samples_ms": samples, "host_syncs_per_step": len(syncs),
+            "host_sync_ops": sorted(set(syncs)),
+        }
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
 
 
 def bench_device(device: torch.device, args: argparse.Namespace, algo: Any) -> list[dict[str, Any]]:
-    rows = []
-    for b in args.batch:
-        batch = make_batch(b, args.vocab, device)
-        ids0 = batch["input_ids"]
-        tok, prob = ours_confidence_only(batch, ids0)
-        path = "triton" if device.type == "cuda" else "torch"
-        cases: list[tuple[str, Callable[[torch.Tensor], Any]]] = [
-            (f"ours ({path}): confidence + select_commit, greedy", lambda ids: ours_step(batch, ids, False)),
-            (f"ours ({path}): confidence only, greedy", lambda ids: ours_confidence_only(batch, ids)),
-            (f"ours ({path}): select_commit only", lambda ids: ours_select_only(batch, ids, tok, prob)),
-            (f"ours ({path}): confidence + select_commit, sampled T=1", lambda ids: ours_step(batch, ids, True)),
-            ("in-tree LowConfidence.step (sglang 0.5.23), greedy", lambda ids: in_tree_step(algo, batch, ids)),
-        ]
-        for name, run in cases:
-            syncs = host_syncs(lambda: run(ids0.clone()))
-            ms, samples = median_ms(run, ids0, args.reps, args.warmup)
-            row = {
-                "device": device.type, "B": b, "N": b * BLOCK, "V": args.vocab, "case": name,
-                "median_ms": round(ms, 2), "samples_ms": samples, "host_syncs_per_step": len(syncs),
-                "host_sync_ops": sorted(set(syncs)),
-            }
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-        del batch
-    return rows
+    return [row for b in args.batch for row in bench_batch(device, b, args, algo)]
 
 
 def check_same_commits(args: argparse.Namespace, algo: Any) -> dict[str, Any]:
@@ -170,18 +150,11 @@ def check_same_commits(args: argparse.Namespace, algo: Any) -> dict[str, Any]:
     return {"B": 2, "same_input_ids": bool(torch.equal(ours_ids, tree_ids))}
 
 
-def write_md(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> None:
+def md_lines(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
     lines = [
-        "# One unmasking step: ours vs SGLang 0.5.23 in-tree LowConfidence.step",
-        "",
-        "Command:",
-        "",
-        "```bash",
-        meta["command"],
-        "```",
-        "",
-        f"Machine: {meta['machine']}; torch {meta['torch']}; torch threads: {meta['torch_threads']}; "
-        f"CUDA: {meta['cuda']}. Block 32, V = {meta['vocab']}, fp32 logits, about 60% of positions "
+        *_timing.md_header("One unmasking step: ours vs SGLang 0.5.23 in-tree LowConfidence.step", meta),
+        _timing.machine_sentence(meta)
+        + f"Block 32, V = {meta['vocab']}, fp32 logits, about 60% of positions "
         f"masked, threshold {THRESHOLD}, k = 1. Median of {meta['reps']} runs after {meta['warmup']} "
         "warm-up run(s).",
         "",
@@ -206,38 +179,27 @@ def write_md(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> No
         "  was also running a training job: absolute times are noisy and say nothing about GPU speed.",
         "- Triton rows appear only when the script runs on a CUDA machine.",
     ]
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = _timing.parser(__doc__, "step_bench", reps=3)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--vocab", type=int, default=157184)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=RESULTS / "step_bench")
     args = parser.parse_args()
 
     algo = in_tree_algorithm()
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     rows: list[dict[str, Any]] = []
-    for device in devices:
+    for device in _timing.devices():
         rows += bench_device(device, args, algo)
     meta = {
-        "command": "nice -n 19 env OMP_NUM_THREADS=1 .venv/bin/python " + " ".join([sys.argv[0], *sys.argv[1:]]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
+        **_timing.machine_meta(),
         "vocab": args.vocab,
         "reps": args.reps,
         "warmup": args.warmup,
         "same_commits": check_same_commits(args, algo),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    write_md(rows, meta, args.out.with_suffix(".md"))
-    print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.md')}")
+    _timing.write_results(args.out, meta, rows, md_lines(rows, meta))
     return 0
 
 

@@ -17,8 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from sglang_llada.toy import tasks
-from sglang_llada.toy import train
+from sglang_llada.toy import tasks, train
 
 
 def _weight(text: str) -> tuple[str, int]:

@@ -1,4 +1,9 @@
-"""Block-causal prefill attention over SGLang's paged KV cache: a Triton kernel and its torch twin.
+"""Block-causal prefill attention over SGLang's paged KV cache: a Triton kernel, its torch twin, a reference.
+
+Trio: kernel `block_causal_attention_triton` (`_block_causal_attention_kernel`), torch twin
+`block_causal_attention_torch` (CPU path), reference `block_causal_attention_reference`; tests
+tests/kernels/test_block_causal_attention.py; no bench of its own (it runs inside the model's
+whole-prompt forward).
 
 Why this exists: LLaDA2 attention is block-causal -- a token at absolute position p sees every
 token before the end of its own 32-token block, ``key < (p // S + 1) * S``, and nothing after.
@@ -8,7 +13,8 @@ first denoising step. With this mask the whole prompt (every full block of it) i
 forward and writes exactly the KV block-by-block encoding writes.
 
 Contract shared by `block_causal_attention_torch` and `block_causal_attention_triton`
-(`block_causal_attention` dispatches: Triton for CUDA tensors, torch otherwise):
+(`block_causal_attention` dispatches: Triton for CUDA tensors, torch otherwise);
+`block_causal_attention_reference` is the same contract token by token in float64 (tests only):
 
     q                [T, H, D]        queries of this forward's new tokens, request-major
     k_cache, v_cache [slots, Hkv, D]  one layer's KV pool; the new tokens' K/V are already in it
@@ -72,7 +78,7 @@ def block_causal_attention_torch(
     block_size: int,
     scale: float,
 ) -> Tensor:
-    """The reference: per request, gather its keys by slot and run SDPA with the block-causal mask."""
+    """The torch twin: per request, gather its keys by slot and run SDPA with the block-causal mask."""
     _check(q, k_cache, prefix_lens, extend_lens)
     out = torch.empty_like(q)
     gqa = q.shape[1] != k_cache.shape[1]
@@ -89,6 +95,36 @@ def block_causal_attention_torch(
         o = F.scaled_dot_product_attention(qi[None], k[None], v[None], attn_mask=mask, scale=scale, enable_gqa=gqa)
         out[start : start + extend] = o[0].transpose(0, 1)
         start += extend
+    return out
+
+
+def block_causal_attention_reference(
+    q: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    req_to_token: Tensor,
+    req_pool_indices: Tensor,
+    prefix_lens: Sequence[int],
+    extend_lens: Sequence[int],
+    block_size: int,
+    scale: float,
+) -> Tensor:
+    """The definition (tests only): token by token, in float64, softmax over the keys before the end
+    of the token's block; -> [T, H, D] float64 (slow; reads indices on the host)."""
+    out = torch.empty_like(q, dtype=torch.float64)
+    group = q.shape[1] // k_cache.shape[1]
+    t = 0
+    for i, (p, e) in enumerate(zip(prefix_lens, extend_lens)):
+        for m in range(e):
+            pos = p + m
+            end = min((pos // block_size + 1) * block_size, p + e)
+            slots = req_to_token[req_pool_indices[i], :end].long()
+            for hh in range(q.shape[1]):
+                k = k_cache[slots, hh // group].double()  # [end, D]
+                v = v_cache[slots, hh // group].double()
+                w = torch.softmax(k @ q[t, hh].double() * scale, dim=0)
+                out[t, hh] = w @ v
+            t += 1
     return out
 
 

@@ -1,5 +1,9 @@
 """LLaDA2.2 block routing (MoE expert choice per diffusion block): a Triton kernel, its torch twin, a reference.
 
+Trio: kernel `block_route_triton` (`_block_admit_kernel`, `_token_choose_kernel`), torch twin
+`block_route_torch` (CPU path), reference `block_route_reference`; tests
+tests/kernels/test_block_routing.py; bench bench/block_routing_bench.py.
+
 Why this exists: LLaDA2.2 checkpoints with `expert_capacity` set route the MoE per block of tokens.
 SGLang 0.5.23 implements that as `block_topk_triton` in srt/models/llada2.py, which (1) refuses
 non-CUDA tensors and (2) cuts blocks at `token_index // block_size` over the flattened batch, so a
@@ -32,7 +36,7 @@ loops (tests only):
   multiplies).
 
 The only difference from SGLang's kernels is where blocks start; with `flat_blocks` the results are
-SGLang's (parity test in tests/test_kernel_block_routing.py). Caveats: NaN logits are unsupported;
+SGLang's (parity test in tests/kernels/test_block_routing.py). Caveats: NaN logits are unsupported;
 `exp` differs in the last ulp between torch (CPU), numpy (Triton interpreter) and CUDA's libdevice
 (compiled kernel; SGLang uses the same libdevice exp), so paths can disagree only where two scores
 lie within an ulp of each other. Blocks longer than `block_size` are handled (the kernel loops over

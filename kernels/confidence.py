@@ -1,4 +1,9 @@
-"""Per-position token choice and confidence for one diffusion step: a Triton kernel and its torch twin.
+"""Per-position token choice and confidence for one diffusion step: a Triton kernel, its torch twin, a reference.
+
+Trio: kernel `confidence_triton` (`_confidence_kernel`), torch twin `confidence_torch` (CPU path),
+reference `confidence_reference` (greedy rows) with `row_key_reference` / `gumbel_reference` (the
+sampling noise, on python integers); tests tests/kernels/test_confidence.py; bench
+bench/step_bench.py (the whole unmasking step: `confidence` + `select_commit`).
 
 Why this exists: every denoising step needs, for each of the N = (running blocks x 32) positions,
 the token to write and its confidence (the probability of that token). SGLang 0.5.23's in-tree
@@ -8,7 +13,8 @@ row of logits once, keeping a running max and running sum (online softmax) next 
 argmax, so it writes 12 bytes per row instead of 4 V bytes, and skips rows that are not masked.
 
 Contract shared by both implementations (`confidence_torch`, `confidence_triton`; `confidence`
-dispatches: Triton for CUDA tensors, torch otherwise):
+dispatches: Triton for CUDA tensors, torch otherwise); the references (tests only) define the greedy
+rows and the sampling noise by their formulas:
 
     logits      [N, V] fp32 | bf16 | fp16   (probabilities are always computed in fp32)
     is_masked   [N] bool                     rows that are still masked; the others are skipped
@@ -58,6 +64,7 @@ where two perturbed scores are within an ulp of each other.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -294,7 +301,7 @@ def confidence_torch(
     *,
     out: Optional[tuple[Tensor, Tensor]] = None,
 ) -> tuple[Tensor, Tensor]:
-    """Pure-torch reference of the contract in the module docstring; works on any device (meta included)."""
+    """Pure-torch twin of the contract in the module docstring; works on any device (meta included)."""
     _check_inputs(logits, is_masked, temperature, seeds)
     n, v = logits.shape
     device = logits.device
@@ -302,6 +309,7 @@ def confidence_torch(
     cut = filter_cutoff(logits, temperature, top_k, top_p, min_p)
     inv_t = sampled = row_key = None
     if temperature is not None:
+        assert seeds is not None  # _check_inputs
         inv_t = inverse_temperature(temperature, n, device)
         sampled = temperature.to(torch.float32) > 0
         row_key = row_key_torch(seeds.to(torch.int64), default_offsets(offsets, n, device))
@@ -319,6 +327,51 @@ def confidence_torch(
         token[lo:hi] = torch.where(m, t, -1)
         prob[lo:hi] = torch.where(m, p, NEG_INF)
     return token, prob
+
+
+# ----------------------------------------------------------------------------------------------
+# References (tests only): the definitions, written plainly
+# ----------------------------------------------------------------------------------------------
+
+
+def confidence_reference(logits: Tensor, is_masked: Tensor) -> tuple[Tensor, Tensor]:
+    """Greedy rows by definition: token = argmax(logits) (lowest index on ties), prob = its softmax
+    probability computed in float64; rows not masked -> (-1, -inf). Sampled rows have no reference of
+    this kind: their noise is checked against `row_key_reference` / `gumbel_reference`, their
+    distribution statistically (tests/kernels/test_confidence.py)."""
+    probs = torch.softmax(logits.double(), dim=-1)
+    token = logits.argmax(dim=-1)
+    prob = probs.gather(1, token[:, None]).squeeze(1).float()
+    return torch.where(is_masked, token, -1), torch.where(is_masked, prob, NEG_INF)
+
+
+def mix32_reference(x: int) -> int:
+    """The 32-bit mix on a python integer in [0, 2**32)."""
+    m = 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x21F0AAAD) & m
+    x ^= x >> 15
+    x = (x * 0x735A2D97) & m
+    return x ^ (x >> 15)
+
+
+def row_key_reference(seed: int, offset: int) -> int:
+    """The row key of an int64 seed and offset, on python integers (two's complement, as int64
+    `& 0xFFFFFFFF` / `>> 32` see negative values)."""
+    s = seed & (2**64 - 1)
+    o = offset & (2**64 - 1)
+    h = mix32_reference((s & 0xFFFFFFFF) ^ 0x2545F491)
+    h = mix32_reference(h ^ (s >> 32 & 0xFFFFFFFF))
+    h = mix32_reference(h ^ (o & 0xFFFFFFFF))
+    return mix32_reference(h ^ (o >> 32 & 0xFFFFFFFF))
+
+
+def gumbel_reference(row_key: int, col: int) -> float:
+    """Gumbel(0, 1) noise of one (row key, vocab index), in python floats: -log(-log(u)),
+    u = (2j + 1) * 2**-24 with j the top 23 bits of the twice-mixed key."""
+    e = mix32_reference(mix32_reference(row_key ^ col))
+    u = ((e >> 9) * 2 + 1) * 2.0**-24
+    return -math.log(-math.log(u))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -439,8 +492,8 @@ def confidence_triton(
     inv_t = inverse_temperature(temperature, n, device)
     cut = filter_cutoff(logits, temperature, top_k, top_p, min_p)
     may_sample = temperature is not None
-    temp = temperature.to(torch.float32).contiguous() if may_sample else inv_t
-    seeds64 = seeds.to(torch.int64).contiguous() if may_sample else token  # unused pointer when greedy
+    temp = temperature.to(torch.float32).contiguous() if temperature is not None else inv_t
+    seeds64 = seeds.to(torch.int64).contiguous() if seeds is not None and may_sample else token  # unused pointer when greedy
     offs = default_offsets(offsets, n, device).contiguous() if may_sample else token
     _confidence_kernel[(n,)](
         logits,

@@ -1,4 +1,8 @@
-"""Request logit adjustments of one diffusion step, in place: a Triton kernel and its torch twin.
+"""Request logit adjustments of one diffusion step, in place: a Triton kernel, its torch twin, a reference.
+
+Trio: kernel `logit_adjust_triton` (`_logit_adjust_kernel`), torch twin `logit_adjust_torch` (CPU
+path), reference `logit_adjust_reference`; tests tests/kernels/test_logit_adjust.py (which also
+compare with SGLang's own penalizers); bench bench/logit_adjust_bench.py.
 
 Why this exists: a request's `logit_bias` and its repetition / frequency / presence penalties change
 the logits every decoder reads (SGLang's `SamplingBatchInfo.apply_logits_bias` does it for
@@ -8,8 +12,9 @@ token, its confidence (which decides what to commit) and its logprob all come fr
 distribution, and the top-k / top-p / min-p cut-offs are computed on it too.
 
 Contract shared by both implementations (`logit_adjust_torch`, `logit_adjust_triton`;
-`logit_adjust` dispatches: Triton for CUDA tensors, torch otherwise). Row n of the logits belongs
-to request b = n // rows_per_request (a block of S positions per request):
+`logit_adjust` dispatches: Triton for CUDA tensors, torch otherwise; `logit_adjust_reference` is
+the formulas below row by row, out of place, tests only). Row n of the logits belongs to request
+b = n // rows_per_request (a block of S positions per request):
 
     logits      [N, V] fp32 | bf16 | fp16   adjusted IN PLACE (computed in fp32, stored in its dtype)
     live        [N] bool                     rows to adjust; the others are not touched
@@ -173,6 +178,45 @@ def logit_adjust_torch(
         )
         rows.copy_(torch.where(live[lo:hi, None], x.to(logits.dtype), rows))
     return logits
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference (tests only): the formulas, row by row
+# ----------------------------------------------------------------------------------------------
+
+
+def logit_adjust_reference(
+    logits: Tensor,
+    live: Tensor,
+    rows_per_request: int,
+    penalties: Optional[Penalties] = None,
+    self_token: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+) -> Tensor:
+    """The contract's formulas row by row on the host, out of place -> a new [N, V] fp32 tensor on the
+    logits' device (slow; reads everything on the host). The repetition penalty divides (x / r), as
+    SGLang does; the twins multiply by 1 / r, at most an ulp away."""
+    _check(logits, live, rows_per_request, penalties, self_token, bias)
+    out = logits.detach().cpu().to(torch.float32).clone()
+    for row in range(out.shape[0]):
+        if not bool(live[row]):
+            continue
+        b = row // rows_per_request
+        x = out[row]
+        if penalties is not None:
+            c = penalties.counts[b].cpu().clone()
+            own = -1 if self_token is None else int(self_token[row])
+            if own >= 0:
+                c[own] = max(int(c[own]) - 1, 0)
+            seen = c > 0
+            x = x - penalties.frequency[b].cpu() * c.to(torch.float32)
+            x = torch.where(seen, x - penalties.presence[b].cpu(), x)
+            r = penalties.repetition[b].cpu()
+            x = torch.where(seen, torch.where(x < 0, x * r, x / r), x)
+        if bias is not None:
+            x = x + bias[b].cpu().to(torch.float32)
+        out[row] = x
+    return out.to(logits.device)
 
 
 # ----------------------------------------------------------------------------------------------

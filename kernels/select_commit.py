@@ -1,4 +1,8 @@
-"""Which masked positions a diffusion step commits: a Triton kernel and its torch twin.
+"""Which masked positions a diffusion step commits: a Triton kernel, its torch twin, a reference.
+
+Trio: kernel `select_commit_triton` (`_select_commit_kernel`), torch twin `select_commit_torch`
+(CPU path), reference `select_commit_reference`; tests tests/kernels/test_select_commit.py; bench
+bench/step_bench.py (the whole unmasking step: `confidence` + `select_commit`).
 
 Why this exists: after `confidence` gives every position a token and a probability, each block
 commits its masked positions whose probability reaches the block's threshold, or, when none does,
@@ -9,7 +13,8 @@ the same with sort/scatter on device tensors; neither path synchronises with the
 decides when to read `done`).
 
 Contract shared by `select_commit_torch` and `select_commit_triton` (`select_commit` dispatches:
-Triton for CUDA tensors, torch otherwise):
+Triton for CUDA tensors, torch otherwise); `select_commit_reference` is the same rules as python
+loops over blocks, out of place (tests only):
 
     input_ids  [B * S] int64   modified in place: committed positions receive their token
     token      [B * S] int64   the step's chosen token per position
@@ -110,7 +115,7 @@ def select_commit_torch(
     *,
     out: Optional[Outputs] = None,
 ) -> Outputs:
-    """Pure-torch reference of the contract in the module docstring; works on any device (meta included)."""
+    """Pure-torch twin of the contract in the module docstring; works on any device (meta included)."""
     b = _num_blocks(input_ids, threshold, k, block_size)
     committed, count, done = _outputs(out, b, block_size, input_ids.device)
     ids = input_ids.view(b, block_size)  # [B, S], shares storage with input_ids
@@ -130,6 +135,46 @@ def select_commit_torch(
     count.copy_(n_commit)
     done.copy_(n_commit == n_masked)
     return committed, count, done
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference (tests only): python loops, obviously the definition
+# ----------------------------------------------------------------------------------------------
+
+
+def select_commit_reference(
+    input_ids: Tensor,
+    token: Tensor,
+    prob: Tensor,
+    is_masked: Tensor,
+    threshold: Tensor,
+    k: Tensor,
+    block_size: int = 32,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Plain per-block definition with python loops, out of place (slow; reads everything on the host).
+
+    -> new input_ids [B * S] int64, committed [B * S] bool, commit_count [B] int32, done [B] bool,
+    all on the CPU; the arguments are not modified.
+    """
+    s = block_size
+    ids = input_ids.cpu().clone().view(-1, s)
+    b = ids.shape[0]
+    committed = torch.zeros(b, s, dtype=torch.bool)
+    tok, p, m = token.cpu().view(b, s), prob.cpu().view(b, s), is_masked.cpu().view(b, s)
+    for i in range(b):
+        masked = [j for j in range(s) if m[i, j]]
+        passing = [j for j in masked if p[i, j] >= threshold[i]]
+        if passing:
+            chosen = passing
+        else:
+            k_eff = min(max(int(k[i]), 1), len(masked))
+            chosen = sorted(masked, key=lambda j: (-float(p[i, j]), j))[:k_eff]
+        for j in chosen:
+            committed[i, j] = True
+            ids[i, j] = tok[i, j]
+    count = committed.sum(1).int()
+    done = count == m.sum(1)
+    return ids.view(-1), committed.view(-1), count, done
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Helpers shared by the kernel tests and bench/step_bench.py: run Triton kernels in the interpreter, count host syncs.
+"""Helpers shared by the kernel tests and the benches (bench/*_bench.py): run Triton kernels in the interpreter, count host syncs.
 
 `interpreted(kernel_module)` -- why the Triton interpreter is switched on this way: a machine without
 a GPU runs the kernels in the Triton interpreter on CPU tensors. Triton 3.8 decides

@@ -22,7 +22,7 @@ lists them in `REQUEST_KNOBS` (the same `Knob` objects as `KNOBS`, the step budg
 not set: request keys > the request's mode preset > the server's resolved values. Requests with
 different knobs share a batch; each row decodes by its own. A bad knob (unknown key, `sampling`,
 wrong type, out of range), or knobs sent to a server decoding with one of SGLang's in-tree
-algorithms, is an HTTP 400 (sglang_llada/request_policy.py) naming the knob, its allowed values and
+algorithms, is an HTTP 400 (sglang_llada/tokenizer/request_checks.py) naming the knob, its allowed values and
 the server algorithm.
 
 On a LLaDA2.2 checkpoint (DllmConfig `delete_token_id` / `split_token_id` set), every algorithm
@@ -43,11 +43,19 @@ when `register()` is called. `CLASS_PATHS` lets a caller resolve a name without 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional
 
-# The attribute that carries a block's [B, S] logprob buffer from `run` to the scheduler
-# (base.py records it, sglang_llada/logprobs.py reads it).
-LOGPROBS_ATTR = "_sglang_llada_logprobs"
+
+@dataclass
+class ForwardRecord:
+    """What one `DllmAlgorithm.run` leaves on its logits output for the scheduler's result step
+    (`sglang_llada.state` record): `logprobs` [B, S], each row's committed tokens' log-probabilities
+    (base.py fills it, output/logprobs.py reads it); `forwards`, the model forwards the run made
+    (output/forward_stats.py fills and reads it)."""
+
+    logprobs: Optional[Any] = None
+    forwards: int = 0
 
 # name -> "module:Class", resolved on demand
 CLASS_PATHS: dict[str, str] = {

@@ -29,15 +29,15 @@ Logprobs: every step records, for the positions it writes, the log of the probab
 position was committed with (the `confidence` kernel's prob: the softmax at temperature 1 when
 greedy, the request's tempered / top-k / top-p distribution when sampling) in `Rows.logprobs`
 [B, S]; `run` pins the batch's rows on its logits output (attribute `LOGPROBS_ATTR`), and the
-scheduler side (`sglang_llada/logprobs.py`) copies them to the host once per round, only for
+scheduler side (`sglang_llada/output/logprobs.py`) copies them to the host once per round, only for
 batches with a `return_logprob` request. A token re-written by an edit step gets the logprob of
 its last write.
 
 Per-request knobs: a request may override the knobs its algorithm lists in `REQUEST_KNOBS` with
-`custom_params: {"dllm": {...}}` (knobs.py; checked in the tokenizer process by request_policy.py
+`custom_params: {"dllm": {...}}` (knobs.py; checked in the tokenizer process by tokenizer/request_checks.py
 and again here by `validate_request`, SGLang's scheduler-side check). SGLang 0.5.23 puts the
 requests' custom_params on the batch (`sampling_info.custom_params`, a host list in batch row order)
-only for custom logit processors; request_policy.py's scheduler hook fills it for diffusion batches
+only for custom logit processors; scheduler/batch_policy.py's hook fills it for diffusion batches
 in which some request carries knobs. `row_knobs` turns it into one [B] device tensor per numeric knob
 (each row: request keys > the request's `mode` preset > the server's resolved values): host data and
 one non-blocking host->device copy, cached while the batch's list is the same (every step of a
@@ -71,10 +71,11 @@ import torch
 from sglang.srt.dllm.algorithm.base import DllmAlgorithm
 from sglang.srt.dllm.config import DllmConfig
 
-from sglang_llada.algorithms import LOGPROBS_ATTR
+from sglang_llada.algorithms import ForwardRecord
 from sglang_llada.algorithms.knobs import SAMPLING, Knob, Value, check_request_knobs, read_knobs, request_knobs_of
 from sglang_llada.algorithms.sampling import LogitAdjuster, SeedCache, sampling_kwargs
 from sglang_llada.kernels.confidence import confidence
+from sglang_llada.state import record
 
 Tensor = torch.Tensor
 
@@ -174,7 +175,7 @@ class LladaAlgorithm(DllmAlgorithm):
     KNOBS: ClassVar[Sequence[Knob]] = ()
     # The knobs a request may set for itself (custom_params.dllm); see the module docstring.
     REQUEST_KNOBS: ClassVar[Sequence[Knob]] = ()
-    # The scheduler may hand us EXTEND batches of many prompt blocks (sglang_llada/prefill.py).
+    # The scheduler may hand us EXTEND batches of many prompt blocks (sglang_llada/scheduler/prefill.py).
     whole_prompt_prefill: ClassVar[bool] = True
 
     def __init__(self, config: DllmConfig):
@@ -241,7 +242,7 @@ class LladaAlgorithm(DllmAlgorithm):
         elif key == cache.key and device == cache.device:
             values = cache.values
         else:
-            values = self._row_tensors(rows, device)
+            values = self._row_tensors(rows or [], device)
         cache.params, cache.length, cache.key, cache.device, cache.values = params, len(params), key, device, values
         return values
 
@@ -275,7 +276,7 @@ class LladaAlgorithm(DllmAlgorithm):
         value = self.knobs[name]
         if isinstance(value, int):  # int32 on the device: larger budgets / counts mean "all" anyway
             return self.block_vector(forward_batch, min(value, INT32_MAX), torch.int32)
-        return self.block_vector(forward_batch, value, torch.float32)
+        return self.block_vector(forward_batch, float(value), torch.float32)
 
     def adjusted(self, forward_batch: Any, logits: Tensor, live: Tensor) -> Tensor:
         """The step's logits with the requests' `logit_bias` and repetition / frequency / presence
@@ -309,7 +310,7 @@ class LladaAlgorithm(DllmAlgorithm):
         self._last_rows = None
         out = super().run(model_runner, forward_batch, algo_states)
         if out[0] is not None and self._last_rows is not None:
-            setattr(out[0], LOGPROBS_ATTR, self._last_rows.logprobs)
+            record(out[0], ForwardRecord).logprobs = self._last_rows.logprobs
         return out
 
     def _run_sync(self, model_runner: Any, forward_batch: Any) -> Any:
@@ -328,7 +329,7 @@ class LladaAlgorithm(DllmAlgorithm):
         One forward stores their KV. SGLang's result handling then wants, in FDFO mode, each
         request's last block and an accept length of one block (it re-writes those committed ids
         and emits nothing, the block being prompt); in sync mode, nothing. Prompt logprobs are
-        refused at the door (request_policy.py), so the logits processor computes none here.
+        refused at the door (tokenizer/request_checks.py), so the logits processor computes none here.
         """
         forward_batch.return_logprob = False
         out = model_runner.forward(forward_batch, pp_proxy_tensors=None)

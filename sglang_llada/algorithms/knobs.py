@@ -13,7 +13,7 @@ Keys that SGLang itself reads from the same file (`block_size` in `DllmConfig.fr
 Per-request knobs (`check_request_knobs`): a request may override some of its server algorithm's
 knobs for itself with `custom_params: {"dllm": {...}}` (each algorithm class lists them in
 `REQUEST_KNOBS`, the same `Knob` objects, the step budgets capped at `REQUEST_STEP_CAP`). They are
-checked by the same rules, in the tokenizer process (request_policy.py: a bad one is an HTTP 400)
+checked by the same rules, in the tokenizer process (tokenizer/request_checks.py: a bad one is an HTTP 400)
 and again by the scheduler (`LladaAlgorithm.validate_request`), so a step never sees a bad value.
 """
 

@@ -16,7 +16,7 @@ A request with temperature 0 reaches the batch as temperature 1.0 with top_k = 1
 (`SamplingParams.normalize`), so "greedy" here means top_k <= 1, as in SGLang's own sampler.
 
 Seeds: `sampling_seed` [B] when the batch carries it (SGLang sets it under
-`--enable-deterministic-inference`; our request_seeds.py hook sets it for diffusion batches with a
+`--enable-deterministic-inference`; our scheduler/batch_policy.py hook sets it for diffusion batches with a
 seeded request), otherwise a stable 64-bit hash of the request id (the same blake2b hash SGLang uses
 for `rids_int`), computed on the host once per batch composition and copied to the device without
 blocking.
@@ -257,6 +257,7 @@ class LogitAdjuster:
         if logits.is_inference() and not torch.is_inference_mode_enabled():
             logits = logits.clone()  # an inference tensor cannot be written outside inference mode
         active = bias_active if pens is None else (pens.active if bias_active is None else pens.active | bias_active)
+        assert active is not None  # bias or penalties are set (else the fast path above)
         rows = live & per_position(active, block_size)
         penalties = self_token = None
         if pens is not None:

@@ -11,7 +11,7 @@ sees everything before the end of its 32-token block), by forward mode:
   SGLang's torch-native backend computes attention for every cached position of the request too
   (a [L, L] product per step instead of [32, L]), which made each denoising step of a 4,000-token
   prompt cost as much as its prefill;
-* `EXTEND` (whole prompts, many blocks per request: sglang_llada/prefill.py schedules these):
+* `EXTEND` (whole prompts, many blocks per request: sglang_llada/scheduler/prefill.py schedules these):
   the block-causal mask itself, `kernels/block_causal_attention.py` (Triton on GPUs, torch on
   CPU) over the KV pool, after writing the new tokens' K/V to it.
 
@@ -24,7 +24,7 @@ the `expert_capacity` experts with the highest max-over-its-tokens score, and ea
 its top-k among them (`kernels/block_routing.py`: Triton on GPUs, torch twin on CPU; the same
 selection as SGLang 0.5.23's in-tree class). Blocks follow each request's block boundaries:
 a denoising forward holds one block per request; a whole-prompt forward (`EXTEND`,
-sglang_llada/prefill.py) holds many blocks of each request, cut at absolute positions that are
+sglang_llada/scheduler/prefill.py) holds many blocks of each request, cut at absolute positions that are
 multiples of the block size. What SGLang refuses with block routing is refused here too, at
 model construction (server start-up): expert parallelism, the DeepEP all-to-all backend, a
 router without sigmoid scores or expert bias.
@@ -35,8 +35,6 @@ from __future__ import annotations
 from typing import Iterable
 
 import torch
-from torch import nn
-
 from sglang.srt.distributed.communication_op import tensor_model_parallel_all_reduce
 from sglang.srt.layers.activation import SiluAndMul
 from sglang.srt.layers.layernorm import RMSNorm
@@ -61,6 +59,7 @@ from sglang.srt.model_loader.weight_utils import default_weight_loader
 from sglang.srt.runtime_context import get_parallel
 from sglang.srt.utils import add_prefix
 from sglang.srt.utils.hf_transformers_utils import get_rope_config
+from torch import nn
 from transformers import PretrainedConfig
 
 from sglang_llada.kernels.block_causal_attention import block_causal_attention
@@ -101,7 +100,7 @@ def routing_blocks(forward_batch: ForwardBatch, num_tokens: int, block_size: int
 
 
 def _on_cpu_platform() -> bool:
-    from sglang_llada.platform import activate
+    from sglang_llada.startup.platform import activate
 
     return activate() is not None
 
@@ -566,7 +565,7 @@ class LLaDA2MoeModelLM(nn.Module):
             for shard, shard_id in (("gate_proj", 0), ("up_proj", 1)):
                 if f".{shard}." in name:
                     target = name.replace(f".{shard}.", ".gate_up_proj.")
-                    params[target].weight_loader(params[target], tensor, shard_id)
+                    params[target].weight_loader(params[target], tensor, shard_id)  # type: ignore[attr-defined]  # SGLang's
                     break
             else:
                 if name not in params:
@@ -586,7 +585,7 @@ class LLaDA2MoeModelLM(nn.Module):
                 continue
             target = name.replace(weight_name, param_name)
             param = params[target]
-            param.weight_loader(param, tensor, target, shard_id=shard_id, expert_id=expert_id)
+            param.weight_loader(param, tensor, target, shard_id=shard_id, expert_id=expert_id)  # type: ignore[attr-defined]
             return
         raise KeyError(f"Unexpected expert weight {name!r} in the LLaDA2 checkpoint")
 

@@ -130,7 +130,7 @@ class InProcessRunner:
         self.model_path = str(model_path)
 
     @property
-    def model(self) -> torch.nn.Module:
+    def model(self) -> Any:  # our LLaDA2MoeModelLM (or the in-tree class), as SGLang built it
         return self.model_runner.model
 
     # ----------------------------------------------------------------------------------------

@@ -1,4 +1,11 @@
-"""Write a random-weight LLaDA2 checkpoint in Hugging Face layout (config, tokenizer, safetensors).
+"""The LLaDA2 checkpoint format, and the one writer of checkpoints in Hugging Face layout.
+
+* :class:`Dims` / :func:`dims_from_config`: the architecture numbers of a config.json (real or
+  toy), with LLaDA2's defaults filled in; the pure-torch forward (`toy/torch_model.py`) reads them.
+* :func:`expected_weight_shapes`: every tensor name and shape of a checkpoint for a config.
+* :func:`generate_weights`, :func:`write_checkpoint`, :func:`write_tiny_checkpoint`: random
+  weights, and config.json + generation_config.json + the toy tokenizer + safetensors (single
+  file or shards, per-expert or fused experts). The trainer, the tests and the CLI all write here.
 
 The weight names and shapes are those of inclusionAI/LLaDA2.0-mini, so a loader that reads the
 toy checkpoint reads the real one too. Two expert layouts are supported:
@@ -10,6 +17,8 @@ seed therefore fixes every tensor byte for byte, and a tensor does not change wh
 added or removed (tied vs untied lm_head, fused vs per-expert, extra biases): a fused and a
 per-expert checkpoint of the same seed are the same model, and so are a sharded and a single-file
 one.
+
+torch is imported only where tensors are made, so the module imports fast.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import copy
 import hashlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +49,6 @@ if TYPE_CHECKING:
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
-_EXPERT_PROJS = ("gate_proj", "up_proj", "down_proj")
 _DTYPES = ("float32", "bfloat16")
 
 # Embedding / lm_head std multiplier: with plain initializer_range (0.02) and H=64 the logits
@@ -50,7 +59,7 @@ _EMBED_STD_SCALE = 4.0
 _NORM_STD = 0.1
 _EXPERT_BIAS_STD = 0.1
 
-# What a tiny checkpoint of each LLaDA2.X generation adds (sglang_llada/generation.py tells them
+# What a tiny checkpoint of each LLaDA2.X generation adds (sglang_llada/startup/generation.py tells them
 # apart by exactly these fields):
 # - 2.1: generation_config.json carries the editing knobs of LLaDA2.1's reference decoder
 #   (Q mode: threshold 0.7, editing_threshold 0.5, max_post_steps 16);
@@ -77,64 +86,119 @@ def generation_overrides(generation: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# Shapes
+# Architecture numbers and shapes
 # --------------------------------------------------------------------------------------------
 
 
-def _dims(config: dict[str, Any]) -> dict[str, int]:
-    """The integer sizes the weight shapes are made of, with the real model's defaults."""
-    h = int(config["hidden_size"])
-    n_heads = int(config["num_attention_heads"])
-    head_dim = config.get("head_dim") or h // n_heads
-    return {
-        "H": h,
-        "nH": n_heads,
-        "nKV": int(config.get("num_key_value_heads") or n_heads),
-        "D": int(head_dim),
-        "I": int(config["intermediate_size"]),
-        "Im": int(config.get("moe_intermediate_size") or 0),
-        "E": int(config.get("num_experts") or 0),
-        "S": int(config.get("num_shared_experts") or 0),
-        "V": int(config["vocab_size"]),
-        "L": int(config["num_hidden_layers"]),
-        "K_dense": int(config.get("first_k_dense_replace") or 0),
-    }
+@dataclass(frozen=True)
+class Dims:
+    """The architecture numbers of a LLaDA2 config, with the defaults filled in."""
+
+    hidden: int  # H
+    layers: int  # L
+    heads: int  # nH
+    kv_heads: int  # nKV
+    head_dim: int  # D
+    rotary_dim: int  # rd <= D
+    rope_theta: float
+    eps: float
+    intermediate: int  # I (dense MLP)
+    moe_intermediate: int  # Im (one expert)
+    experts: int  # E (0: every layer dense)
+    top_k: int  # K
+    n_group: int  # G (<= 1: no group limit)
+    topk_group: int  # TG
+    shared_experts: int  # S (0: none)
+    first_k_dense: int  # F
+    routed_scaling: float
+    score_function: str  # "sigmoid" | "softmax"
+    expert_bias: bool
+    norm_topk_prob: bool
+    qkv_bias: bool
+    dense_bias: bool
+    qk_norm: bool
+    tied: bool
+    vocab: int  # V
+    expert_capacity: int | None = None  # LLaDA2.2 block routing: experts admitted per block
+    routing_block: int = 32  # the block of block routing (config.json block_size)
+
+    def is_moe_layer(self, layer: int) -> bool:
+        """Layers before first_k_dense_replace (and all of them without experts) are dense."""
+        return self.experts > 0 and layer >= self.first_k_dense
 
 
-def _is_moe_layer(config: dict[str, Any], layer: int) -> bool:
-    d = _dims(config)
-    return d["E"] > 0 and layer >= d["K_dense"]
-
-
-def _layer_shapes(config: dict[str, Any], layer: int, fused_experts: bool) -> Iterator[tuple[str, tuple[int, ...]]]:
-    d = _dims(config)
-    H, nH, nKV, D = d["H"], d["nH"], d["nKV"], d["D"]
-    p = f"model.layers.{layer}"
+def dims_from_config(config: dict[str, Any]) -> Dims:
+    H = int(config["hidden_size"])
+    nH = int(config["num_attention_heads"])
+    D = int(config.get("head_dim") or H // nH)
+    if config.get("partial_rotary_factor") is not None:
+        rd = int(D * float(config["partial_rotary_factor"]))
+    elif config.get("rotary_dim") is not None:
+        rd = int(config["rotary_dim"])
+    else:
+        rd = D
     use_bias = bool(config.get("use_bias", False))
-    qkv_bias = use_bias or bool(config.get("use_qkv_bias", False))
+    qk_norm = config.get("use_qk_norm")
+    return Dims(
+        hidden=H,
+        layers=int(config["num_hidden_layers"]),
+        heads=nH,
+        kv_heads=int(config.get("num_key_value_heads") or nH),
+        head_dim=D,
+        rotary_dim=rd,
+        rope_theta=float(config.get("rope_theta", 10000.0)),
+        eps=float(config.get("rms_norm_eps", 1e-6)),
+        intermediate=int(config["intermediate_size"]),
+        moe_intermediate=int(config.get("moe_intermediate_size") or 0),
+        experts=int(config.get("num_experts") or 0),
+        top_k=int(config.get("num_experts_per_tok") or 0),
+        n_group=int(config.get("n_group") or 0),
+        topk_group=int(config.get("topk_group") or 0),
+        shared_experts=int(config.get("num_shared_experts") or 0),
+        first_k_dense=int(config.get("first_k_dense_replace") or 0),
+        routed_scaling=float(
+            1.0 if config.get("routed_scaling_factor") is None else config["routed_scaling_factor"]
+        ),
+        score_function=str(config.get("score_function") or "sigmoid"),
+        expert_bias=bool(config.get("moe_router_enable_expert_bias", False)),
+        norm_topk_prob=bool(config.get("norm_topk_prob", False)),
+        qkv_bias=bool(config.get("use_qkv_bias", False)) or use_bias,
+        dense_bias=use_bias,
+        qk_norm=True if qk_norm is None else bool(qk_norm),
+        tied=bool(config.get("tie_word_embeddings", False)),
+        vocab=int(config["vocab_size"]),
+        expert_capacity=None if config.get("expert_capacity") is None else int(config["expert_capacity"]),
+        routing_block=int(config.get("block_size") or 32),
+    )
+
+
+def _layer_shapes(d: Dims, layer: int, fused_experts: bool) -> Iterator[tuple[str, tuple[int, ...]]]:
+    H, nH, nKV, D = d.hidden, d.heads, d.kv_heads, d.head_dim
+    p = f"model.layers.{layer}"
 
     yield f"{p}.input_layernorm.weight", (H,)
     # Fused QKV rows: nH query heads, then nKV key heads, then nKV value heads.
     yield f"{p}.attention.query_key_value.weight", ((nH + 2 * nKV) * D, H)
-    if qkv_bias:
+    if d.qkv_bias:
         yield f"{p}.attention.query_key_value.bias", ((nH + 2 * nKV) * D,)
-    yield f"{p}.attention.query_layernorm.weight", (D,)
-    yield f"{p}.attention.key_layernorm.weight", (D,)
+    if d.qk_norm:
+        yield f"{p}.attention.query_layernorm.weight", (D,)
+        yield f"{p}.attention.key_layernorm.weight", (D,)
     yield f"{p}.attention.dense.weight", (H, nH * D)
-    if use_bias:
+    if d.dense_bias:
         yield f"{p}.attention.dense.bias", (H,)
     yield f"{p}.post_attention_layernorm.weight", (H,)
 
-    if not _is_moe_layer(config, layer):
-        I = d["I"]
+    if not d.is_moe_layer(layer):
+        I = d.intermediate
         yield f"{p}.mlp.gate_proj.weight", (I, H)
         yield f"{p}.mlp.up_proj.weight", (I, H)
         yield f"{p}.mlp.down_proj.weight", (H, I)
         return
 
-    E, Im, S = d["E"], d["Im"], d["S"]
+    E, Im, S = d.experts, d.moe_intermediate, d.shared_experts
     yield f"{p}.mlp.gate.weight", (E, H)  # router
-    if config.get("moe_router_enable_expert_bias", False):
+    if d.expert_bias:
         yield f"{p}.mlp.gate.expert_bias", (E,)
     if fused_experts:
         yield f"{p}.mlp.experts.gate_proj", (E, Im, H)
@@ -154,15 +218,18 @@ def _layer_shapes(config: dict[str, Any], layer: int, fused_experts: bool) -> It
 def expected_weight_shapes(config: dict[str, Any], fused_experts: bool = False) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor of a LLaDA2 checkpoint with this config (allocates nothing).
 
-    Works for the toy config and for the real LLaDA2.0-mini config.json alike.
+    Works for the toy config and for the real LLaDA2.0-mini config.json alike. Optional tensors
+    follow the config: q/k norms unless use_qk_norm is false, biases with use_bias /
+    use_qkv_bias, the router's expert_bias with moe_router_enable_expert_bias, lm_head unless
+    tie_word_embeddings.
     """
-    d = _dims(config)
-    shapes: dict[str, tuple[int, ...]] = {"model.word_embeddings.weight": (d["V"], d["H"])}
-    for layer in range(d["L"]):
-        shapes.update(_layer_shapes(config, layer, fused_experts))
-    shapes["model.norm.weight"] = (d["H"],)
-    if not config.get("tie_word_embeddings", False):
-        shapes["lm_head.weight"] = (d["V"], d["H"])
+    d = dims_from_config(config)
+    shapes: dict[str, tuple[int, ...]] = {"model.word_embeddings.weight": (d.vocab, d.hidden)}
+    for layer in range(d.layers):
+        shapes.update(_layer_shapes(d, layer, fused_experts))
+    shapes["model.norm.weight"] = (d.hidden,)
+    if not d.tied:
+        shapes["lm_head.weight"] = (d.vocab, d.hidden)
     return shapes
 
 
@@ -324,9 +391,10 @@ def generation_config(config: dict[str, Any], editing: bool = False) -> dict[str
     ids = special_token_ids()
     out = {
         "temperature": 0.0,
-        "bos_token_id": config["bos_token_id"],
+        # A bare architecture config (no token ids): those of the toy tokenizer written beside it.
+        "bos_token_id": config.get("bos_token_id", ids[BOS_TOKEN]),
         "eos_token_id": [ids[EOS_TOKEN], ids[ROLE_END_TOKEN]],
-        "pad_token_id": config["pad_token_id"],
+        "pad_token_id": config.get("pad_token_id", ids[PAD_TOKEN]),
         "transformers_version": config.get("transformers_version", _transformers_version()),
     }
     if editing:
@@ -362,7 +430,9 @@ def write_checkpoint(
     num_shards: int = 1,
     editing: bool = False,
 ) -> Path:
-    """Write config.json, generation_config.json, the toy tokenizer and `tensors` to out_dir.
+    """Write config.json, generation_config.json, the toy tokenizer and `tensors` to out_dir:
+    model.safetensors, or with num_shards > 1 that many shards plus model.safetensors.index.json.
+    Tensors are written as given (per-expert or fused experts, any dtype).
 
     The tokenizer carries LLaDA2.2's control tokens when config.json names them; editing: the
     generation config carries LLaDA2.1's editing knobs."""
@@ -374,5 +444,5 @@ def write_checkpoint(
     # Do not leave a stale layout behind when rewriting a directory with another num_shards.
     for stale in [out / SINGLE_FILE, out / INDEX_FILE, *out.glob("model-*-of-*.safetensors")]:
         stale.unlink(missing_ok=True)
-    _write_weights(out, tensors, num_shards)
+    _write_weights(out, {n: t.contiguous() for n, t in tensors.items()}, num_shards)
     return out

@@ -1,15 +1,20 @@
-"""A trainable pure-PyTorch LLaDA2 (the same architecture as `models/llada2.py`), for the toy.
+"""The one pure-PyTorch LLaDA2 forward, and the trainable toy module built on it.
 
-It exists to *train* the toy checkpoint on CPU; serving always goes through SGLang and our
-`LLaDA2MoeModelLM`. Parameter names are the Hugging Face checkpoint names, so `export_state`
-writes a checkpoint that both our model class (diffusion) and SGLang's in-tree
-`BailingMoeV2ForCausalLM` (the autoregressive twin) load unchanged.
+:func:`forward` runs LLaDA2 (``LLaDA2MoeModelLM``) over a dict of checkpoint-named float32
+weights. It is written from the architecture description only (no SGLang or HF modeling code,
+independent of `models/llada2.py`), and it is the only one: the toy trainer trains with it
+(:class:`ToyLLaDA2`) and the tests' reference (`testing/reference_llada2.py`) checks our SGLang
+model class against it, so the toy is trained with exactly the function the served model is
+checked against.
 
-Attention takes an explicit boolean mask [B, T, T] (True = may attend), so the same module
-trains with a block-diffusion mask or a causal one. Experts are stored stacked ([E, ...]) for
-speed and split into per-expert tensors on export.
+Covered: GQA attention with fused QKV (optional biases), QK RMSNorm, NeoX partial rotary; dense
+first layers; sigmoid/softmax router with expert bias, group-limited top-k, norm_topk_prob,
+routed scaling; LLaDA2.2 block routing (``expert_capacity``); shared experts; tied embeddings.
+Attention takes an explicit boolean mask [B, T, T] (True = may attend), so the same function runs
+block-causal (diffusion), causal (the autoregressive twin) or the trainer's clean+noisy layout.
 
-Shapes: B batch, T tokens, H hidden, nH/nKV heads, D head dim, E experts, K experts per token.
+Shapes are written in brackets: B batch, T tokens, H hidden, nH query heads, nKV key/value heads,
+D head dim, E routed experts, K experts per token, V vocabulary.
 """
 
 from __future__ import annotations
@@ -19,191 +24,297 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
+from sglang_llada.toy.checkpoint import Dims, dims_from_config, expected_weight_shapes
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+Tensor = torch.Tensor
+Weights = dict[str, Tensor]
 
 
-def _rotate_neox(x: Tensor, cos: Tensor, sin: Tensor, rd: int) -> Tensor:
-    """x [B, T, heads, D]; cos/sin [B, T, 1, rd]: NeoX rotation of the first rd dims."""
-    rot, keep = x[..., :rd], x[..., rd:]
-    r1, r2 = rot.chunk(2, dim=-1)
-    rotated = torch.cat([-r2, r1], dim=-1)
-    return torch.cat([rot * cos + rotated * sin, keep], dim=-1)
+# --------------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------------
 
 
-class Attention(nn.Module):
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        super().__init__()
-        H = cfg["hidden_size"]
-        self.nH, self.nKV, self.D = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
-        self.rd = int(self.D * cfg["partial_rotary_factor"])
-        self.theta = float(cfg["rope_theta"])
-        self.query_key_value = nn.Linear(H, (self.nH + 2 * self.nKV) * self.D, bias=False)
-        self.query_layernorm = RMSNorm(self.D, cfg["rms_norm_eps"])
-        self.key_layernorm = RMSNorm(self.D, cfg["rms_norm_eps"])
-        self.dense = nn.Linear(self.nH * self.D, H, bias=False)
-
-    def forward(self, h: Tensor, positions: Tensor, allowed: Tensor) -> Tensor:
-        """h [B, T, H], positions [B, T], allowed [B, T, T] bool -> [B, T, H]."""
-        B, T, _ = h.shape
-        q, k, v = self.query_key_value(h).split(
-            [self.nH * self.D, self.nKV * self.D, self.nKV * self.D], dim=-1
-        )
-        q = self.query_layernorm(q.view(B, T, self.nH, self.D))
-        k = self.key_layernorm(k.view(B, T, self.nKV, self.D))
-        inv_freq = self.theta ** (
-            -torch.arange(0, self.rd, 2, dtype=torch.float32, device=h.device) / self.rd
-        )  # [rd/2]
-        angle = positions.float()[..., None] * inv_freq  # [B, T, rd/2]
-        cos = torch.cat([angle.cos(), angle.cos()], -1)[:, :, None, :]  # [B, T, 1, rd]
-        sin = torch.cat([angle.sin(), angle.sin()], -1)[:, :, None, :]
-        q, k = _rotate_neox(q, cos, sin, self.rd), _rotate_neox(k, cos, sin, self.rd)
-        group = self.nH // self.nKV
-        k = k.repeat_interleave(group, dim=2)
-        v = v.view(B, T, self.nKV, self.D).repeat_interleave(group, dim=2)
-        out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=allowed[:, None]
-        )  # [B, nH, T, D]
-        return self.dense(out.transpose(1, 2).reshape(B, T, self.nH * self.D))
+def rmsnorm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """x [..., N], weight [N] -> [..., N]: x * rsqrt(mean(x^2) + eps) * weight."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
 
 
-class DenseMLP(nn.Module):
-    def __init__(self, H: int, inner: int) -> None:
-        super().__init__()
-        self.gate_proj = nn.Linear(H, inner, bias=False)
-        self.up_proj = nn.Linear(H, inner, bias=False)
-        self.down_proj = nn.Linear(inner, H, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+def rotate_half(u: Tensor) -> Tensor:
+    """u [..., 2m] -> cat([-u2, u1]) with u1, u2 the two halves."""
+    u1, u2 = u.chunk(2, dim=-1)
+    return torch.cat([-u2, u1], dim=-1)
 
 
-class Router(nn.Module):
-    """Sigmoid scores; expert_bias (a buffer, updated without gradients) only picks experts."""
-
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        super().__init__()
-        self.E, self.K = cfg["num_experts"], cfg["num_experts_per_tok"]
-        self.n_group, self.topk_group = cfg["n_group"], cfg["topk_group"]
-        self.scale = float(cfg["routed_scaling_factor"])
-        self.weight = nn.Parameter(torch.empty(self.E, cfg["hidden_size"]))
-        self.register_buffer("expert_bias", torch.zeros(self.E))
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x [N, H] -> (ids [N, K], weights [N, K])."""
-        scores = (x.float() @ self.weight.float().T).sigmoid()  # [N, E]
-        choice = scores.detach() + self.expert_bias
-        N = choice.shape[0]
-        grouped = choice.view(N, self.n_group, self.E // self.n_group)
-        group_score = grouped.topk(2, dim=-1).values.sum(-1)  # [N, G]
-        keep = torch.zeros_like(group_score, dtype=torch.bool)
-        keep.scatter_(1, group_score.topk(self.topk_group, dim=-1).indices, True)
-        choice = choice.masked_fill(~keep.repeat_interleave(self.E // self.n_group, 1), -1e9)
-        ids = choice.topk(self.K, dim=-1).indices  # [N, K]
-        w = scores.gather(1, ids)
-        w = w / (w.sum(-1, keepdim=True) + 1e-20) * self.scale
-        return ids, w
+def rope_cos_sin(positions: Tensor, rotary_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """positions [..., T] -> (cos, sin) each [..., T, rd], halves repeated (NeoX style)."""
+    inv_freq = theta ** (
+        -(torch.arange(0, rotary_dim, 2, dtype=torch.float32, device=positions.device) / rotary_dim)
+    )  # [rd/2]
+    angle = positions.to(torch.float32)[..., None] * inv_freq  # [..., T, rd/2]
+    cos = torch.cat([angle.cos(), angle.cos()], dim=-1)  # [..., T, rd]
+    sin = torch.cat([angle.sin(), angle.sin()], dim=-1)  # [..., T, rd]
+    return cos, sin
 
 
-class MoE(nn.Module):
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        super().__init__()
-        H, Im, E = cfg["hidden_size"], cfg["moe_intermediate_size"], cfg["num_experts"]
-        self.gate = Router(cfg)
-        std = cfg["initializer_range"]
-        self.w_gate = nn.Parameter(torch.randn(E, Im, H) * std)
-        self.w_up = nn.Parameter(torch.randn(E, Im, H) * std)
-        self.w_down = nn.Parameter(torch.randn(E, H, Im) * std)
-        self.shared_experts = DenseMLP(H, Im * cfg["num_shared_experts"])
-        self.last_load: Tensor | None = None  # [E] tokens per expert in the last forward
-
-    def forward(self, x: Tensor) -> Tensor:
-        shape = x.shape
-        x = x.reshape(-1, shape[-1])  # [N, H]
-        ids, w = self.gate(x)
-        out = self.shared_experts(x)
-        flat = ids.reshape(-1)  # [N K]
-        order = flat.argsort()
-        counts = torch.bincount(flat, minlength=self.gate.E)
-        self.last_load = counts.detach()
-        tok = order // ids.shape[1]
-        weight = w.reshape(-1)[order]
-        start = 0
-        for e, n in enumerate(counts.tolist()):
-            if n == 0:
-                continue
-            t = tok[start : start + n]
-            y = F.silu(x[t] @ self.w_gate[e].T) * (x[t] @ self.w_up[e].T)
-            out = out.index_add(0, t, (y @ self.w_down[e].T) * weight[start : start + n, None])
-            start += n
-        return out.view(shape)
+def rope(x: Tensor, positions: Tensor, rotary_dim: int, theta: float) -> Tensor:
+    """x [..., T, heads, D], positions [..., T] -> [..., T, heads, D]; rotate the first rotary_dim
+    dims of every head."""
+    cos, sin = rope_cos_sin(positions, rotary_dim, theta)  # [..., T, rd]
+    cos, sin = cos[..., None, :], sin[..., None, :]  # [..., T, 1, rd]
+    x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
+    return torch.cat([x_rot * cos + rotate_half(x_rot) * sin, x_pass], dim=-1)
 
 
-class Layer(nn.Module):
-    def __init__(self, cfg: dict[str, Any], dense: bool) -> None:
-        super().__init__()
-        H = cfg["hidden_size"]
-        self.input_layernorm = RMSNorm(H, cfg["rms_norm_eps"])
-        self.attention = Attention(cfg)
-        self.post_attention_layernorm = RMSNorm(H, cfg["rms_norm_eps"])
-        self.mlp: nn.Module = DenseMLP(H, cfg["intermediate_size"]) if dense else MoE(cfg)
+def block_causal_mask(T: int, block_size: int) -> Tensor:
+    """[T, T] bool, True where query i may attend key j: j // B <= i // B."""
+    block = torch.arange(T) // block_size  # [T]
+    return block[None, :] <= block[:, None]
 
-    def forward(self, x: Tensor, positions: Tensor, allowed: Tensor) -> Tensor:
-        x = x + self.attention(self.input_layernorm(x), positions, allowed)
-        return x + self.mlp(self.post_attention_layernorm(x))
+
+def attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor) -> Tensor:
+    """GQA attention.
+
+    q [..., T, nH, D], k/v [..., T, nKV, D], allowed [..., T, T] bool -> [..., T, nH * D].
+    Query head j uses kv head j // (nH / nKV); scale 1 / sqrt(D).
+    """
+    *lead, T, nH, D = q.shape
+    group = nH // k.shape[-2]
+    k = k.repeat_interleave(group, dim=-2)  # [..., T, nH, D]
+    v = v.repeat_interleave(group, dim=-2)  # [..., T, nH, D]
+    scores = torch.einsum("...ihd,...jhd->...hij", q, k) / math.sqrt(D)  # [..., nH, T, T]
+    scores = scores.masked_fill(~allowed[..., None, :, :], float("-inf"))
+    probs = scores.softmax(dim=-1)  # [..., nH, T, T]
+    out = torch.einsum("...hij,...jhd->...ihd", probs, v)  # [..., T, nH, D]
+    return out.reshape(*lead, T, nH * D)
+
+
+def swiglu(x: Tensor, gate: Tensor, up: Tensor, down: Tensor) -> Tensor:
+    """x [N, H], gate/up [I, H], down [H, I] -> [N, H]: down(silu(gate x) * up x)."""
+    return (F.silu(x @ gate.T) * (x @ up.T)) @ down.T
+
+
+def route(
+    h: Tensor, gate_weight: Tensor, expert_bias: Tensor | None, dims: Dims
+) -> tuple[Tensor, Tensor]:
+    """Router. h [N, H], gate_weight [E, H], expert_bias [E] or None.
+
+    Returns (topk_ids [N, K] long, topk_weights [N, K] float32). The bias only picks experts;
+    the weights are the unbiased scores (they carry the router's gradient when training).
+    """
+    logits = h.float() @ gate_weight.float().T  # [N, E]
+    if dims.score_function == "sigmoid":
+        scores = logits.sigmoid()
+    elif dims.score_function == "softmax":
+        scores = logits.softmax(dim=-1)
+    else:
+        raise ValueError(f"unknown score_function {dims.score_function!r}")
+    choice = scores.detach()
+    if expert_bias is not None:
+        choice = choice + expert_bias.float()  # [N, E]
+
+    if dims.n_group > 1 and dims.topk_group > 0:  # else no group limit
+        N, E = choice.shape
+        per_group = E // dims.n_group
+        grouped = choice.view(N, dims.n_group, per_group)  # [N, G, E/G]
+        group_score = grouped.topk(min(2, per_group), dim=-1).values.sum(-1)  # [N, G]
+        keep_groups = group_score.topk(dims.topk_group, dim=-1).indices  # [N, TG]
+        group_keep = torch.zeros_like(group_score, dtype=torch.bool)
+        group_keep.scatter_(1, keep_groups, True)  # [N, G]
+        expert_keep = group_keep[:, :, None].expand(N, dims.n_group, per_group).reshape(N, E)
+        choice = choice.masked_fill(~expert_keep, float("-inf"))
+
+    topk_ids = choice.topk(dims.top_k, dim=-1).indices  # [N, K]
+    weights = scores.gather(1, topk_ids)  # [N, K], without the bias
+    if dims.norm_topk_prob:
+        weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+    weights = weights * dims.routed_scaling
+    return topk_ids, weights
+
+
+def block_route(h: Tensor, gate_weight: Tensor, expert_bias: Tensor, dims: Dims) -> tuple[Tensor, Tensor]:
+    """LLaDA2.2 block routing for one sequence starting at position 0, written as plainly as
+    possible: block b = tokens [b * routing_block, (b + 1) * routing_block). Per block, an
+    expert's score is its highest (sigmoid + bias) over the block's tokens; the block admits the
+    `expert_capacity` best experts (ties: lower id); each token takes its top-k admitted experts
+    (ties: lower id). Weights: the chosen sigmoid scores, normalised when K > 1, times the routed
+    scaling. h [T, H] -> (topk_ids [T, K] long, topk_weights [T, K] float32)."""
+    logits = h.float() @ gate_weight.float().T  # [T, E]
+    scores = 1.0 / (1.0 + torch.exp(-logits))
+    choice = scores.detach() + expert_bias.float()
+    T, E = choice.shape
+    ids = torch.zeros(T, dims.top_k, dtype=torch.long, device=h.device)
+    for start in range(0, T, dims.routing_block):
+        end = min(start + dims.routing_block, T)
+        block_score = choice[start:end].max(dim=0).values  # [E]
+        ranked = sorted(range(E), key=lambda e: (-float(block_score[e]), e))
+        admitted = ranked[: dims.expert_capacity]
+        for t in range(start, end):
+            best = sorted(admitted, key=lambda e: (-float(choice[t, e]), e))[: dims.top_k]
+            ids[t] = torch.tensor(best)
+    weights = scores.gather(1, ids)  # [T, K]
+    if dims.top_k > 1:
+        weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+    return ids, weights * dims.routed_scaling
+
+
+def moe(
+    h: Tensor, w: Weights, prefix: str, dims: Dims, expert_load: dict[str, Tensor] | None = None
+) -> Tensor:
+    """MoE block. h [T, H] (one sequence) or [B, T, H] -> same shape. prefix is e.g.
+    'model.layers.3.mlp.'. Expects per-expert weights. With expert_load, stores the tokens each
+    expert got ([E] long) under prefix (the trainer's expert-bias balancing reads it)."""
+    shape = h.shape
+    bias = w.get(prefix + "gate.expert_bias") if dims.expert_bias else None
+    if dims.expert_capacity is not None:  # per sequence
+        assert bias is not None, "block routing needs the expert bias"
+        rows = [block_route(seq, w[prefix + "gate.weight"], bias, dims) for seq in h.reshape(-1, *shape[-2:])]
+        topk_ids = torch.cat([ids for ids, _ in rows])  # [N, K]
+        topk_weights = torch.cat([wt for _, wt in rows])
+    h = h.reshape(-1, shape[-1])  # [N, H]
+    if dims.expert_capacity is None:
+        topk_ids, topk_weights = route(h, w[prefix + "gate.weight"], bias, dims)  # [N, K] each
+    if expert_load is not None:
+        expert_load[prefix] = torch.bincount(topk_ids.reshape(-1), minlength=dims.experts)
+    out = torch.zeros_like(h)  # [N, H]
+    for e in range(dims.experts):
+        tok, slot = (topk_ids == e).nonzero(as_tuple=True)  # tokens that picked expert e
+        if tok.numel() == 0:
+            continue
+        p = f"{prefix}experts.{e}."
+        y = swiglu(h[tok], w[p + "gate_proj.weight"], w[p + "up_proj.weight"], w[p + "down_proj.weight"])
+        out.index_add_(0, tok, y * topk_weights[tok, slot][:, None])
+    if dims.shared_experts:
+        out = out + dense_mlp(h, w, prefix + "shared_experts.")
+    return out.view(shape)
+
+
+def dense_mlp(h: Tensor, w: Weights, prefix: str) -> Tensor:
+    """h [..., H] -> [..., H]."""
+    return swiglu(h, w[prefix + "gate_proj.weight"], w[prefix + "up_proj.weight"], w[prefix + "down_proj.weight"])
+
+
+def attention_block(h: Tensor, w: Weights, prefix: str, dims: Dims, positions: Tensor, allowed: Tensor) -> Tensor:
+    """h [..., T, H] (already normed) -> [..., T, H] (after the output projection). prefix
+    'model.layers.l.attention.'."""
+    *lead, T, _ = h.shape
+    nH, nKV, D = dims.heads, dims.kv_heads, dims.head_dim
+    qkv = h @ w[prefix + "query_key_value.weight"].T  # [..., T, (nH + 2 nKV) D]
+    if dims.qkv_bias:
+        qkv = qkv + w[prefix + "query_key_value.bias"]
+    q, k, v = qkv.split([nH * D, nKV * D, nKV * D], dim=-1)
+    q = q.reshape(*lead, T, nH, D)
+    k = k.reshape(*lead, T, nKV, D)
+    v = v.reshape(*lead, T, nKV, D)
+    if dims.qk_norm:
+        q = rmsnorm(q, w[prefix + "query_layernorm.weight"], dims.eps)
+        k = rmsnorm(k, w[prefix + "key_layernorm.weight"], dims.eps)
+    q = rope(q, positions, dims.rotary_dim, dims.rope_theta)
+    k = rope(k, positions, dims.rotary_dim, dims.rope_theta)
+    out = attention(q, k, v, allowed)  # [..., T, nH D]
+    out = out @ w[prefix + "dense.weight"].T  # [..., T, H]
+    if dims.dense_bias:
+        out = out + w[prefix + "dense.bias"]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+
+def forward(
+    w: Weights,
+    dims: Dims,
+    ids: Tensor,
+    positions: Tensor,
+    allowed: Tensor,
+    *,
+    expert_load: dict[str, Tensor] | None = None,
+) -> Tensor:
+    """LLaDA2 logits. w: checkpoint-named float32 weights, per-expert layout.
+
+    ids/positions [B, T] long, allowed [B, T, T] bool (True = may attend) -> logits [B, T, V].
+    Block routing (expert_capacity) counts blocks from each row's first token, so its rows must
+    hold positions 0..T-1. expert_load: see :func:`moe`.
+    """
+    if dims.expert_capacity is not None:
+        T = ids.shape[-1]
+        if not bool((positions == torch.arange(T, device=positions.device)).all()):
+            raise NotImplementedError("block routing needs rows at positions 0..T-1")
+    x = w["model.word_embeddings.weight"][ids]  # [B, T, H]
+    for layer in range(dims.layers):
+        p = f"model.layers.{layer}."
+        h = rmsnorm(x, w[p + "input_layernorm.weight"], dims.eps)
+        x = x + attention_block(h, w, p + "attention.", dims, positions, allowed)
+        h = rmsnorm(x, w[p + "post_attention_layernorm.weight"], dims.eps)
+        if dims.is_moe_layer(layer):
+            x = x + moe(h, w, p + "mlp.", dims, expert_load)
+        else:
+            x = x + dense_mlp(h, w, p + "mlp.")
+    x = rmsnorm(x, w["model.norm.weight"], dims.eps)
+    lm_head = w["model.word_embeddings.weight"] if dims.tied else w["lm_head.weight"]
+    return x @ lm_head.T  # [B, T, V]
 
 
 class ToyLLaDA2(nn.Module):
+    """The toy trainer's model: :func:`forward` over parameters registered under the checkpoint
+    names (nested submodules, so ``state_dict()`` *is* the per-expert checkpoint, and
+    ``export_state`` writes a checkpoint that both our model class and SGLang's in-tree
+    ``BailingMoeV2ForCausalLM`` (the autoregressive twin) load unchanged).
+
+    The router's expert_bias tensors are buffers: no gradient, moved by :meth:`update_expert_bias`
+    (auxiliary-loss-free balancing) from the expert loads of the last forward.
+
+    Init: RMSNorm weights 1, biases and expert_bias 0, every matrix N(0, initializer_range), the
+    residual-output projections (attention dense, dense/shared-expert down_proj) scaled by
+    1 / sqrt(2 L) (GPT-2 style); drawn from torch's global generator in checkpoint order.
+    """
+
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__()
         self.cfg = cfg
-        H, V = cfg["hidden_size"], cfg["vocab_size"]
-        self.word_embeddings = nn.Embedding(V, H)
-        self.layers = nn.ModuleList(
-            Layer(cfg, dense=i < cfg["first_k_dense_replace"]) for i in range(cfg["num_hidden_layers"])
-        )
-        self.norm = RMSNorm(H, cfg["rms_norm_eps"])
-        self.lm_head = nn.Linear(H, V, bias=False)
-        std = cfg["initializer_range"]
-        for name, p in self.named_parameters():
-            if p.dim() == 2:
-                # Residual-output projections scaled down with depth (GPT-2 style).
-                scale = 1 / math.sqrt(2 * len(self.layers)) if name.endswith(("dense.weight", "down_proj.weight")) else 1.0
-                nn.init.normal_(p, std=std * scale)
+        self.dims = dims_from_config(cfg)
+        self.last_load: dict[str, Tensor] = {}  # MoE prefix -> [E] tokens per expert, last forward
+        std = float(cfg["initializer_range"])
+        depth_scale = 1 / math.sqrt(2 * self.dims.layers)
+        for name, shape in expected_weight_shapes(cfg).items():
+            owner: nn.Module = self
+            *path, leaf = name.split(".")
+            for part in path:  # "model.layers.0.attention" -> nested modules of those names
+                child = owner._modules.get(part)
+                if child is None:
+                    child = nn.Module()
+                    owner.add_module(part, child)
+                owner = child
+            if leaf == "expert_bias":
+                owner.register_buffer(leaf, torch.zeros(shape))
+                continue
+            if len(shape) == 1:  # norms 1, biases 0
+                t = torch.zeros(shape) if leaf == "bias" else torch.ones(shape)
+            else:
+                residual_out = name.endswith(("dense.weight", "down_proj.weight")) and ".experts." not in name
+                t = torch.randn(shape) * (std * (depth_scale if residual_out else 1.0))
+            owner.register_parameter(leaf, nn.Parameter(t))
+
+    def weights(self) -> Weights:
+        """Checkpoint name -> tensor (parameters and expert biases), as :func:`forward` takes."""
+        return {**dict(self.named_parameters()), **dict(self.named_buffers())}
 
     def forward(self, ids: Tensor, positions: Tensor, allowed: Tensor) -> Tensor:
         """ids/positions [B, T], allowed [B, T, T] -> logits [B, T, V]."""
-        x = self.word_embeddings(ids)
-        for layer in self.layers:
-            x = layer(x, positions, allowed)
-        return self.lm_head(self.norm(x))
+        self.last_load = {}
+        return forward(self.weights(), self.dims, ids, positions, allowed, expert_load=self.last_load)
 
     @torch.no_grad()
     def update_expert_bias(self, rate: float) -> None:
         """Auxiliary-loss-free balancing: raise the bias of under-used experts, lower the rest."""
-        for layer in self.layers:
-            if isinstance(layer.mlp, MoE) and layer.mlp.last_load is not None:
-                load = layer.mlp.last_load.float()
-                layer.mlp.gate.expert_bias += rate * torch.sign(load.mean() - load)
+        for prefix, load in self.last_load.items():
+            load = load.float()
+            self.get_buffer(prefix + "gate.expert_bias").add_(rate * torch.sign(load.mean() - load))
 
-    def export_state(self) -> dict[str, Tensor]:
-        """Hugging Face LLaDA2 tensor names (per-expert layout, as published), float32."""
-        out: dict[str, Tensor] = {}
-        for name, t in self.state_dict().items():
-            prefix = "" if name.startswith("lm_head") else "model."
-            if ".mlp.w_" in name:
-                layer_prefix, kind = name.split(".mlp.w_")
-                proj = {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}[kind]
-                for e in range(t.shape[0]):
-                    out[f"model.{layer_prefix}.mlp.experts.{e}.{proj}.weight"] = t[e].contiguous()
-                continue
-            out[prefix + name] = t.detach().float().contiguous()
-        return out
+    def export_state(self) -> Weights:
+        """The checkpoint: Hugging Face LLaDA2 tensor names (per-expert layout, as published), float32."""
+        return {name: t.float().contiguous() for name, t in self.state_dict().items()}

@@ -23,6 +23,9 @@ of the last block with confident end tokens.
 
 Autoregressive: the same sequence, causal mask, next-token loss on the answer tokens.
 
+The model is `torch_model.ToyLLaDA2`: its parameters carry the checkpoint names and it runs the
+one pure-torch LLaDA2 forward, the function the tests check our SGLang model class against.
+
 Determinism: one seed fixes data order, masks and initialization; run with the same thread
 count to reproduce a checkpoint bit for bit (CPU float32 kernels are deterministic
 for a fixed thread count).
@@ -140,7 +143,7 @@ def diffusion_batch(samples: list[tuple[list[int], list[int]]], enc: Encoder, g:
     ids = _pad(ids_rows, enc.eos)
     T = ids.shape[1]
     allowed = torch.zeros(len(samples), T, T, dtype=torch.bool)
-    for r, (clean_len, n_noisy) in enumerate(kinds):
+    for r, (clean_len, _) in enumerate(kinds):
         pos = torch.tensor(pos_rows[r])
         blk = pos // BLOCK  # [t]
         is_noisy = torch.arange(len(pos)) >= clean_len

@@ -3,7 +3,7 @@ instead of killing the scheduler, answers equal those given alone, aborts under 
 everything, and the pool is back to idle with SGLang's strict leak check silent.
 
 SGLang 0.5.23's dLLM scheduler dies here with "Prefill out of memory", for our algorithm and its
-own `LowConfidence` alike; `sglang_llada/admission.py` says why and what the plugin does.
+own `LowConfidence` alike; `sglang_llada/scheduler/admission.py` says why and what the plugin does.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Parity of the block-causal prefill attention kernel with its torch twin and a plain definition.
+"""Parity of the block-causal prefill attention kernel with its torch twin, and of the twin with the
+plain definition (`block_causal_attention_reference` in kernels/block_causal_attention.py).
 
 On a GPU-less machine the Triton kernel runs in the interpreter via `interpreted(...)` (see
 kernels/testing.py for why TRITON_INTERPRET is not simply set); on a CUDA machine it is compiled.
@@ -9,8 +10,9 @@ from __future__ import annotations
 import math
 
 import pytest
-import sglang_llada.kernels.block_causal_attention as bca
 import torch
+
+import sglang_llada.kernels.block_causal_attention as bca
 from sglang_llada.kernels.testing import host_syncs, interpreted
 
 CUDA = torch.cuda.is_available()
@@ -38,25 +40,6 @@ def _case(prefix_lens: list[int], extend_lens: list[int], h: int, hkv: int, d: i
     return to(q), to(k_cache), to(v_cache), to(req_to_token), to(pool_rows)
 
 
-def _definition(q, k_cache, v_cache, req_to_token, pool_rows, prefix_lens, extend_lens, scale):
-    """Token by token, in float64: softmax over the keys before the end of the token's block."""
-    out = torch.empty_like(q, dtype=torch.float64)
-    group = q.shape[1] // k_cache.shape[1]
-    t = 0
-    for i, (p, e) in enumerate(zip(prefix_lens, extend_lens)):
-        for m in range(e):
-            pos = p + m
-            end = min((pos // S + 1) * S, p + e)
-            slots = req_to_token[pool_rows[i], :end].long()
-            for hh in range(q.shape[1]):
-                k = k_cache[slots, hh // group].double()  # [end, D]
-                v = v_cache[slots, hh // group].double()
-                w = torch.softmax(k @ q[t, hh].double() * scale, dim=0)
-                out[t, hh] = w @ v
-            t += 1
-    return out
-
-
 CASES = [
     # (prefix_lens, extend_lens): whole prompts, prompts after a cached prefix, ragged tails
     ([0], [96]),
@@ -72,7 +55,7 @@ def test_torch_twin_matches_definition(prefix_lens, extend_lens, h, hkv, d) -> N
     args = _case(prefix_lens, extend_lens, h, hkv, d, seed=len(prefix_lens) + d)
     scale = d**-0.5
     got = bca.block_causal_attention_torch(*args, prefix_lens, extend_lens, S, scale)
-    want = _definition(*args, prefix_lens, extend_lens, scale)
+    want = bca.block_causal_attention_reference(*args, prefix_lens, extend_lens, S, scale)
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
 
 

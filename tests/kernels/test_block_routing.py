@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import sglang_llada.kernels.block_routing as br
 import torch
 import triton
 import triton.language as tl
+
+import sglang_llada.kernels.block_routing as br
 from sglang_llada.kernels.testing import host_syncs, interpreted
 
 CUDA = torch.cuda.is_available()

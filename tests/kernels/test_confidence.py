@@ -1,4 +1,5 @@
-"""Parity of the `confidence` Triton kernel with its torch twin, and of the twin with plain definitions.
+"""Parity of the `confidence` Triton kernel with its torch twin, and of the twin with plain definitions
+(`confidence_reference`, `row_key_reference`, `gumbel_reference` in kernels/confidence.py).
 
 On a GPU-less machine the kernel runs in the Triton interpreter via `interpreted(...)`; on a CUDA
 machine the compiled kernel runs on the GPU. See kernels/testing.py for why TRITON_INTERPRET is not
@@ -8,8 +9,9 @@ simply set.
 from __future__ import annotations
 
 import pytest
-import sglang_llada.kernels.confidence as conf
 import torch
+
+import sglang_llada.kernels.confidence as conf
 from sglang_llada.kernels.testing import host_syncs, interpreted
 
 V_REAL = 157184  # LLaDA2 vocabulary
@@ -251,21 +253,10 @@ def test_twin_greedy_is_softmax_argmax() -> None:
     is_masked = torch.ones(9, dtype=torch.bool)
     is_masked[4] = False
     tok, prob = conf.confidence_torch(logits, is_masked)
-    probs = torch.softmax(logits.double(), dim=-1)
-    want_tok = logits.argmax(dim=-1)
-    want_prob = probs.gather(1, want_tok[:, None]).squeeze(1).float()
+    want_tok, want_prob = conf.confidence_reference(logits, is_masked)
     assert torch.equal(tok[is_masked], want_tok[is_masked])
     torch.testing.assert_close(prob[is_masked], want_prob[is_masked], atol=1e-6, rtol=0)
     assert tok[4] == -1 and prob[4] == float("-inf")
-
-
-def _py_mix32(x: int) -> int:
-    m = 0xFFFFFFFF
-    x ^= x >> 16
-    x = (x * 0x21F0AAAD) & m
-    x ^= x >> 15
-    x = (x * 0x735A2D97) & m
-    return x ^ (x >> 15)
 
 
 def test_hash_matches_python_integers() -> None:
@@ -273,20 +264,10 @@ def test_hash_matches_python_integers() -> None:
     offsets = [0, 7, 2**40 + 3, 2**63 - 1, 5, 99]
     keys = conf.row_key_torch(torch.tensor(seeds), torch.tensor(offsets)).tolist()
     for s, o, key in zip(seeds, offsets, keys):
-        s &= 2**64 - 1  # two's complement, as int64 & 0xFFFFFFFF / >> 32 see it
-        o &= 2**64 - 1
-        h = _py_mix32((s & 0xFFFFFFFF) ^ 0x2545F491)
-        h = _py_mix32(h ^ (s >> 32 & 0xFFFFFFFF))
-        h = _py_mix32(h ^ (o & 0xFFFFFFFF))
-        h = _py_mix32(h ^ (o >> 32 & 0xFFFFFFFF))
-        assert key == h
-    import math
-
+        assert key == conf.row_key_reference(s, o)
     g = conf.gumbel_torch(torch.tensor([keys[2]]), torch.tensor([0, 1, 156894])).squeeze(0).tolist()
     for col, got in zip([0, 1, 156894], g):
-        e = _py_mix32(_py_mix32(keys[2] ^ col))
-        u = ((e >> 9) * 2 + 1) * 2.0**-24
-        assert abs(got - (-math.log(-math.log(u)))) < 1e-5
+        assert abs(got - conf.gumbel_reference(keys[2], col)) < 1e-5
 
 
 def test_twin_sampling_follows_softmax() -> None:

@@ -2,10 +2,11 @@
 plumbing that feeds it (sampling.py `LogitAdjuster`).
 
 On a GPU-less machine the kernel runs in the Triton interpreter via `interpreted(...)` (see
-kernels/testing.py); on a CUDA machine the compiled kernel runs on the GPU. The reference is
-SGLang 0.5.23's penaltylib itself: its frequency / presence / repetition penalizers, fed the seen
-tokens one at a time through `cumulate_output_tokens` as its scheduler does, applied in the overlap
-scheduler's order (additive penalties, then `apply_scaling_penalties`, then `logit_bias`).
+kernels/testing.py); on a CUDA machine the compiled kernel runs on the GPU. The references are the
+formulas row by row (`logit_adjust_reference` in kernels/logit_adjust.py) and SGLang 0.5.23's
+penaltylib itself: its frequency / presence / repetition penalizers, fed the seen tokens one at a
+time through `cumulate_output_tokens` as its scheduler does, applied in the overlap scheduler's
+order (additive penalties, then `apply_scaling_penalties`, then `logit_bias`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from types import SimpleNamespace
 from typing import Any, Optional
 
 import pytest
-import sglang_llada.kernels.logit_adjust as la
 import torch
-from sglang_llada.kernels.testing import host_syncs, interpreted
 
+import sglang_llada.kernels.logit_adjust as la
 from sglang_llada.algorithms.sampling import LogitAdjuster, SeedCache, sampling_kwargs
+from sglang_llada.kernels.testing import host_syncs, interpreted
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -160,6 +161,8 @@ def test_twin_matches_sglang_penalizers() -> None:
     # x * (1 / r) instead of SGLang's x / r: at most an ulp apart
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
     assert torch.isneginf(got[0, :3]).all()
+    # the module's plain reference (x / r, as SGLang) is within the same tolerance of the twin
+    torch.testing.assert_close(got, la.logit_adjust_reference(logits, live, s, pen, own, bias).cpu(), rtol=1e-6, atol=1e-6)
 
 
 def test_no_request_params_is_identity() -> None:

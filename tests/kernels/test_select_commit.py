@@ -1,4 +1,5 @@
-"""Parity of the `select_commit` Triton kernel with its torch twin, and of both with a plain definition.
+"""Parity of the `select_commit` Triton kernel with its torch twin, and of both with a plain definition
+(`select_commit_reference` in kernels/select_commit.py).
 
 On a GPU-less machine the kernel runs in the Triton interpreter via `interpreted(...)`; on a CUDA
 machine the compiled kernel runs on the GPU. See kernels/testing.py for why TRITON_INTERPRET is not
@@ -8,8 +9,9 @@ simply set.
 from __future__ import annotations
 
 import pytest
-import sglang_llada.kernels.select_commit as sc
 import torch
+
+import sglang_llada.kernels.select_commit as sc
 from sglang_llada.kernels.testing import host_syncs, interpreted
 
 CUDA = torch.cuda.is_available()
@@ -51,28 +53,6 @@ def _garbage_out(b: int, s: int):
     )
 
 
-def _reference(input_ids, token, prob, is_masked, threshold, k, s: int):
-    """Plain per-block definition with python loops (tests only)."""
-    ids = input_ids.cpu().clone().view(-1, s)
-    b = ids.shape[0]
-    committed = torch.zeros(b, s, dtype=torch.bool)
-    tok, p, m = token.cpu().view(b, s), prob.cpu().view(b, s), is_masked.cpu().view(b, s)
-    for i in range(b):
-        masked = [j for j in range(s) if m[i, j]]
-        passing = [j for j in masked if p[i, j] >= threshold[i]]
-        if passing:
-            chosen = passing
-        else:
-            k_eff = min(max(int(k[i]), 1), len(masked))
-            chosen = sorted(masked, key=lambda j: (-float(p[i, j]), j))[:k_eff]
-        for j in chosen:
-            committed[i, j] = True
-            ids[i, j] = tok[i, j]
-    count = committed.sum(1).int()
-    done = count == m.sum(1)
-    return ids.view(-1), committed.view(-1), count, done
-
-
 def _run_both(case, s: int):
     input_ids, token, prob, is_masked, threshold, k = case
     b = threshold.shape[0]
@@ -95,7 +75,7 @@ def _run_both(case, s: int):
 def test_parity_with_twin_and_definition(b: int, s: int, seed: int) -> None:
     case = _case(b, s, seed)
     got, ref = _run_both(case, s)
-    want = _reference(*case, s)
+    want = sc.select_commit_reference(*case, s)
     for name, g, r, w in zip(("input_ids", "committed", "count", "done"), got, ref, want):
         assert torch.equal(g.cpu(), w), (name, g, w)
         assert torch.equal(r.cpu(), w), (name, r, w)
@@ -185,7 +165,7 @@ def test_dispatch_uses_torch_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     case = tuple(t.cpu() for t in _case(3, 32, seed=5))
     ids = case[0].clone()
     sc.select_commit(ids, *case[1:])
-    assert torch.equal(ids, _reference(*case, 32)[0])
+    assert torch.equal(ids, sc.select_commit_reference(*case, 32)[0])
 
 
 def test_rejects_wrong_shapes() -> None:

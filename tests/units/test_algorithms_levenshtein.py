@@ -1,6 +1,6 @@
 """Unit tests of `llada2_levenshtein` (LLaDA2.2 DELETE / SPLIT editing) and of the `mode` knob.
 
-As tests/test_algorithms_units.py: one `step` at a time on a fake forward batch, logits built by
+As tests/units/test_algorithms_units.py: one `step` at a time on a fake forward batch, logits built by
 hand over a small vocabulary (V = 16: ordinary tokens 0..12, DELETE 13, SPLIT 14, MASK 15). The
 device compaction is also checked against a list-based reference of the edit application, and
 whole random trajectories (batched, adversarial) against the invariants: prompt untouched, no
@@ -18,7 +18,6 @@ from typing import Any, Optional, Sequence
 import pytest
 import torch
 from sglang.srt.dllm.config import DllmConfig
-from sglang_llada.kernels.testing import host_syncs
 
 from sglang_llada.algorithms.edit import EditAlgorithm
 from sglang_llada.algorithms.knobs import REQUEST_STEP_CAP
@@ -32,6 +31,7 @@ from sglang_llada.algorithms.unmask import (
     StaticAlgorithm,
     ThresholdAlgorithm,
 )
+from sglang_llada.kernels.testing import host_syncs
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 V = 16
@@ -262,7 +262,7 @@ def test_adversarial_control_tokens_finish_within_max_steps(control: int, knobs:
     fb, states = start(algo, [[5, 6, M, M, M, M, M, M], [M] * s])
     logits = logits_for([[(control, 0.999)] * s] * 2)
     done = [False, False]
-    for n in range(1, algo.max_steps(s) + 1):
+    for n in range(1, algo.max_steps(s) + 1):  # noqa: B007 (n is read after the loop)
         done = algo.step(fb, logits, states)
         if all(done):
             break

@@ -18,7 +18,6 @@ import pytest
 import torch
 from sglang.srt.dllm.algorithm.low_confidence import LowConfidence
 from sglang.srt.dllm.config import DllmConfig
-from sglang_llada.kernels.testing import host_syncs
 
 from sglang_llada.algorithms import CLASS_PATHS, register
 from sglang_llada.algorithms.edit import EditAlgorithm, EditState
@@ -30,6 +29,7 @@ from sglang_llada.algorithms.unmask import (
     ThresholdAlgorithm,
     factor_count,
 )
+from sglang_llada.kernels.testing import host_syncs
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CUDA: the Triton kernels
 M = 99  # mask id

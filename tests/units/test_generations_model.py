@@ -89,6 +89,7 @@ def _sglang_block_routing_on_cpu() -> Iterator[None]:
     import triton
     import triton.language as tl
     from sglang.srt.models import llada2 as in_tree
+
     from sglang_llada.kernels.testing import interpreted
 
     def launch(logits: torch.Tensor, bias: torch.Tensor, block_size: int, cap: int, k: int):
@@ -131,7 +132,7 @@ def _ours_class() -> type:
 
 
 def test_tiny_checkpoints_carry_their_generation(checkpoints: dict[str, Path]) -> None:
-    from sglang_llada.generation import checkpoint_generation
+    from sglang_llada.startup.generation import checkpoint_generation
     from sglang_llada.toy.tokenizer import DELETE_TOKEN, SPLIT_TOKEN
 
     got = {g: checkpoint_generation(str(p)) for g, p in checkpoints.items()}

@@ -53,7 +53,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def mask_id(checkpoints: dict[str, Path]) -> int:
-    from sglang_llada.checkpoint_tokens import resolve_diffusion_tokens
+    from sglang_llada.startup.checkpoint_tokens import resolve_diffusion_tokens
 
     return int(resolve_diffusion_tokens(str(checkpoints["per_expert"]), None, None).mask_id)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sglang_llada.checkpoint_tokens import (
+from sglang_llada.startup.checkpoint_tokens import (
     CheckpointTokenError,
     resolve_diffusion_tokens,
 )
@@ -53,6 +53,7 @@ def test_register_is_idempotent_and_registers_config() -> None:
 
 def test_llada2_detection_leaves_other_models_alone(tiny_checkpoint: Path, tmp_path: Path) -> None:
     from sglang_llada import plugin
+    from sglang_llada.startup.server_args import is_llada2
 
     plugin.register()
     other = tmp_path / "llama"
@@ -62,12 +63,12 @@ def test_llada2_detection_leaves_other_models_alone(tiny_checkpoint: Path, tmp_p
                     "num_attention_heads": 4, "num_hidden_layers": 1, "intermediate_size": 128,
                     "vocab_size": 320})
     )
-    assert plugin._is_llada2(str(tiny_checkpoint), None, False)
-    assert not plugin._is_llada2(str(other), None, False)
+    assert is_llada2(str(tiny_checkpoint), None, False)
+    assert not is_llada2(str(other), None, False)
 
 
 def test_cpu_platform_activates_only_without_accelerator(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sglang_llada import platform
+    from sglang_llada.startup import platform
 
     assert platform.activate() == platform.PLATFORM_CLASS  # no GPU on this machine
     monkeypatch.setenv("SGLANG_USE_CPU_ENGINE", "1")
@@ -78,7 +79,7 @@ def test_cpu_platform_activates_only_without_accelerator(monkeypatch: pytest.Mon
 
 
 def test_core_split_is_disjoint() -> None:
-    from sglang_llada.platform import _split_cores
+    from sglang_llada.startup.platform import _split_cores
 
     groups = [set(g.split(",")) for g in _split_cores(2).split("|")]
     assert len(groups) == 2 and not (groups[0] & groups[1])
@@ -87,7 +88,7 @@ def test_core_split_is_disjoint() -> None:
 def test_request_policy_refusals_and_default_temperature() -> None:
     from types import SimpleNamespace
 
-    from sglang_llada.request_policy import (
+    from sglang_llada.tokenizer.request_checks import (
         diffusion_request_error,
         validate_one_request_after,
     )
@@ -125,7 +126,7 @@ def test_request_policy_refusals_and_default_temperature() -> None:
 
 def test_algorithm_lookup_hook_finds_ours_and_lists_names_on_error() -> None:
     from sglang_llada.algorithms.unmask import StaticAlgorithm
-    from sglang_llada.plugin import _get_algorithm_cls_around
+    from sglang_llada.startup.registries import get_algorithm_cls_around as _get_algorithm_cls_around
 
     def original(name: str):
         raise RuntimeError(f"Unknown diffusion LLM algorithm: {name}")
@@ -140,8 +141,8 @@ def test_whole_prompt_prefill_only_for_our_algorithms_and_full_blocks() -> None:
 
     from sglang.srt.dllm.config import DllmConfig
 
-    from sglang_llada import prefill
     from sglang_llada.algorithms import register
+    from sglang_llada.scheduler import prefill
 
     register()
 
@@ -160,7 +161,7 @@ def test_whole_prompt_prefill_only_for_our_algorithms_and_full_blocks() -> None:
 def test_streaming_skips_requests_with_nothing_new() -> None:
     from types import SimpleNamespace
 
-    from sglang_llada.streaming import nothing_new
+    from sglang_llada.output.streaming import nothing_new
 
     def req(dllm: bool, finished: bool, out: int, sent: int) -> SimpleNamespace:
         return SimpleNamespace(is_dllm=lambda: dllm, finished=lambda: finished, output_ids=[0] * out, send_token_offset=sent)
@@ -174,7 +175,7 @@ def test_streaming_skips_requests_with_nothing_new() -> None:
 def test_admission_reserves_whole_blocks_to_the_request_end() -> None:
     from types import SimpleNamespace
 
-    from sglang_llada.admission import future_tokens
+    from sglang_llada.scheduler.admission import future_tokens
 
     def req(prompt: int, max_new: int, prefix: int, out: int = 0) -> SimpleNamespace:
         return SimpleNamespace(origin_input_ids=[0] * prompt, output_ids=[0] * out, prefix_len=prefix,
@@ -204,7 +205,7 @@ def test_native_moe_forward_applies_routed_scaling_factor() -> None:
     from sglang.srt.layers.moe.moe_runner.base import MoeRunnerConfig
     from sglang.srt.layers.moe.topk import StandardTopKOutput
 
-    from sglang_llada.moe_native_scaling import scale_routed_output
+    from sglang_llada.models.moe_native_scaling import scale_routed_output
 
     g = torch.Generator().manual_seed(0)
     E, H, inter, N, K = 4, 8, 6, 5, 2

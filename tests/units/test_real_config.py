@@ -36,7 +36,7 @@ from sglang_llada.toy.config import TOY_ARCH
 HERE = Path(__file__).resolve().parent
 REAL_CONFIG = HERE / "data" / "llada2-mini-config.json"
 # The original, where a checkout has ../shared beside it (CI does); only used to detect drift.
-SHARED_CONFIG = Path(__file__).resolve().parents[2] / "shared/reference/llada2-mini/config.json"
+SHARED_CONFIG = Path(__file__).resolve().parents[3] / "shared/reference/llada2-mini/config.json"
 TOY_VOCAB = 320
 
 Index = tuple[Any, ...]

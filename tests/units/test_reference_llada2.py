@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from sglang_llada.testing import reference_llada2 as ref
+from sglang_llada.toy.checkpoint import generate_weights, write_checkpoint
 from sglang_llada.toy.config import TOY_ARCH
 
 REAL_CONFIG = Path("/work/shared/reference/llada2-mini/config.json")
@@ -31,8 +32,8 @@ def make_checkpoint(
     tmp: Path, config: dict[str, Any], *, seed: int = 0, fused: bool = False, shards: int = 1
 ) -> tuple[Path, dict[str, torch.Tensor]]:
     """Random weights for ``config`` written as a checkpoint directory under ``tmp``."""
-    weights = ref.random_weights(config, seed, fused_experts=fused)
-    ref.write_checkpoint(tmp, config, weights, shards=shards)
+    weights = generate_weights(config, seed=seed, fused_experts=fused)
+    write_checkpoint(tmp, config, weights, num_shards=shards)
     return tmp, weights
 
 
@@ -167,27 +168,27 @@ def test_forward_speed_200_tokens(toy_model: ref.RefLLaDA2) -> None:
 
 def test_fused_and_per_expert_layouts_match(tmp_path: Path) -> None:
     cfg = toy_config()
-    per_expert = ref.random_weights(cfg, 3)
+    per_expert = generate_weights(cfg, seed=3)
     fused = dict(per_expert)
     for layer in range(cfg["first_k_dense_replace"], cfg["num_hidden_layers"]):
         p = f"model.layers.{layer}.mlp.experts."
         for name in ("gate_proj", "up_proj", "down_proj"):
             parts = [fused.pop(f"{p}{e}.{name}.weight") for e in range(cfg["num_experts"])]
             fused[p + name] = torch.stack(parts)  # [E, *, *]
-    ref.write_checkpoint(tmp_path / "per_expert", cfg, per_expert)
-    ref.write_checkpoint(tmp_path / "fused", cfg, fused, shards=3)
+    write_checkpoint(tmp_path / "per_expert", cfg, per_expert)
+    write_checkpoint(tmp_path / "fused", cfg, fused, num_shards=3)
     assert (tmp_path / "fused" / "model.safetensors.index.json").exists()
     a, b = ref.load_reference(tmp_path / "per_expert"), ref.load_reference(tmp_path / "fused")
     ids = ids_of(50)
     assert torch.equal(a.forward(ids, 16), b.forward(ids, 16))
-    # random_weights' own fused layout loads as well
+    # generate_weights' own fused layout loads as well
     make_checkpoint(tmp_path / "fused2", cfg, seed=3, fused=True)
     ref.load_reference(tmp_path / "fused2")
 
 
 def test_missing_and_unexpected_weights_are_errors(tmp_path: Path) -> None:
     cfg = toy_config()
-    w = ref.random_weights(cfg)
+    w = generate_weights(cfg)
     with pytest.raises(KeyError):
         ref.RefLLaDA2(cfg, {k: v for k, v in w.items() if "experts.5." not in k})
     with pytest.raises(ValueError):
@@ -246,7 +247,7 @@ def test_expert_bias_only_affects_choice(toy_model: ref.RefLLaDA2) -> None:
 
 def group_limited_weights(cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Expert 6 has the best biased score of all, but its group (6, 7) loses to groups (0, 1), (2, 3)."""
-    w = ref.random_weights(cfg, 11)
+    w = generate_weights(cfg, seed=11)
     for layer in range(cfg["first_k_dense_replace"], cfg["num_hidden_layers"]):
         w[f"model.layers.{layer}.mlp.gate.expert_bias"] = torch.tensor([2.0, 2, 2, 2, -10, -10, 3, -10])
     return w
@@ -318,9 +319,9 @@ def test_count_parameters_toy_matches_weights(overrides: dict[str, Any]) -> None
     cfg = toy_config(**overrides)
     total, active = ref.count_parameters(cfg)
     for fused in (False, True):
-        w = ref.random_weights(cfg, fused_experts=fused)
+        w = generate_weights(cfg, fused_experts=fused)
         assert total == sum(t.numel() for t in w.values())
-    m = ref.RefLLaDA2(cfg, ref.random_weights(cfg))
+    m = ref.RefLLaDA2(cfg, generate_weights(cfg))
     assert total == sum(t.numel() for t in m.weights.values())
     d = ref.dims_from_config(cfg)
     n_moe = d.layers - d.first_k_dense

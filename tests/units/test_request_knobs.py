@@ -1,6 +1,6 @@
 """Per-request decoding knobs (`custom_params: {"dllm": {...}}`): validation, per-row decoding, e2e.
 
-Unit part: the same fake forward batches as tests/test_algorithms_units.py, with the requests' knobs
+Unit part: the same fake forward batches as tests/units/test_algorithms_units.py, with the requests' knobs
 on `sampling_info.custom_params` (one entry per row, as SGLang's SamplingBatchInfo carries it). A
 batch whose rows carry different knobs must decode each row exactly as that row alone on a server
 configured with the row's resolved knobs (lock-step against single-row runs, synchronous and FDFO
@@ -22,7 +22,6 @@ from typing import Any, Optional, Sequence
 import pytest
 import torch
 from sglang.srt.dllm.config import DllmConfig
-from sglang_llada.kernels.testing import host_syncs
 
 from sglang_llada.algorithms.edit import EditAlgorithm
 from sglang_llada.algorithms.knobs import REQUEST_STEP_CAP
@@ -32,6 +31,7 @@ from sglang_llada.algorithms.unmask import (
     StaticAlgorithm,
     ThresholdAlgorithm,
 )
+from sglang_llada.kernels.testing import host_syncs
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 V = 16
@@ -188,7 +188,7 @@ def test_mode_precedence_request_keys_then_request_mode_then_server() -> None:
 
 
 def test_request_policy_refuses_bad_knobs_with_a_400_message() -> None:
-    from sglang_llada.request_policy import validate_one_request_after
+    from sglang_llada.tokenizer.request_checks import validate_one_request_after
 
     def manager(algorithm: Optional[str]) -> SimpleNamespace:
         return SimpleNamespace(server_args=SimpleNamespace(dllm_algorithm=algorithm),
@@ -211,24 +211,25 @@ def test_request_policy_refuses_bad_knobs_with_a_400_message() -> None:
 
 
 def test_scheduler_hook_puts_custom_params_on_diffusion_batches() -> None:
-    from sglang_llada.request_policy import batch_custom_params_after
+    from sglang_llada.scheduler.batch_policy import from_schedule_batch_after
 
     def reqs(*customs: Any) -> list[SimpleNamespace]:
-        return [SimpleNamespace(sampling_params=SimpleNamespace(custom_params=c)) for c in customs]
+        return [SimpleNamespace(sampling_params=SimpleNamespace(custom_params=c, sampling_seed=None)) for c in customs]
 
     def sb(customs: list[SimpleNamespace], dllm_batch: bool = True) -> SimpleNamespace:
         return SimpleNamespace(reqs=customs, is_dllm=lambda: dllm_batch)
 
-    result = SimpleNamespace(custom_params=None)
+    result = SimpleNamespace(custom_params=None, sampling_seed=None)
     params = [None, {"dllm": {"threshold": 0.1}}]
-    assert batch_custom_params_after(result, None, sb(reqs(*params))) is result
+    assert from_schedule_batch_after(result, None, sb(reqs(*params))) is result
     assert result.custom_params == params
     for customs, is_dllm in (((None, {"x": 1}), True), ((None, {"dllm": {"threshold": 0.1}}), False)):
-        result = SimpleNamespace(custom_params=None)
-        assert batch_custom_params_after(result, None, sb(reqs(*customs), is_dllm)) is None
-        assert result.custom_params is None
-    kept = SimpleNamespace(custom_params=[{"a": 1}, None])  # SGLang filled it (custom logit processors)
-    assert batch_custom_params_after(kept, None, sb(reqs(*params))) is None and kept.custom_params == [{"a": 1}, None]
+        result = SimpleNamespace(custom_params=None, sampling_seed=None)
+        from_schedule_batch_after(result, None, sb(reqs(*customs), is_dllm))
+        assert result.custom_params is None and result.sampling_seed is None
+    kept = SimpleNamespace(custom_params=[{"a": 1}, None], sampling_seed=None)  # SGLang filled it (custom logit processors)
+    from_schedule_batch_after(kept, None, sb(reqs(*params)))
+    assert kept.custom_params == [{"a": 1}, None]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""Unit tests of sglang_llada/request_validation.py: the 400s for values the scheduler would trust
+"""Unit tests of sglang_llada/tokenizer/field_checks.py and scheduler/fault_isolation.py: the 400s for values the scheduler would trust
 blindly, and the decisions of the hook that aborts a failed diffusion batch (the abort itself runs
-against a real scheduler in tests/test_soak_e2e.py)."""
+against a real scheduler in tests/e2e/test_soak_e2e.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any, Optional
 import pytest
 import torch
 
-from sglang_llada import request_validation as rv
+from sglang_llada.scheduler import fault_isolation as fi
+from sglang_llada.tokenizer import field_checks as rv
 
 VOCAB, HIDDEN = 320, 64
 
@@ -116,7 +117,7 @@ def test_the_test_only_switch_turns_the_checks_off(monkeypatch: pytest.MonkeyPat
 
 
 def test_the_tokenizer_manager_hook_raises_a_400_for_any_generate_request() -> None:
-    from sglang_llada.request_policy import validate_one_request_after
+    from sglang_llada.tokenizer.request_checks import validate_one_request_after
 
     for algorithm in ("llada2_threshold", None):  # diffusion or autoregressive: the same crash, the same 400
         with pytest.raises(ValueError, match=r"input_ids: token id -7 at prompt position 0 .* \[0, 320\)"):
@@ -163,7 +164,7 @@ def aborted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, str]]:
         calls.append((batch, message))
         return [r.rid for r in batch.reqs]
 
-    monkeypatch.setattr(rv, "abort_failed_batch", fake_abort)
+    monkeypatch.setattr(fi, "abort_failed_batch", fake_abort)
     # Not inside a scheduler process: the ranks come from the scheduler object.
     import sglang.srt.runtime_context as runtime_context
 
@@ -176,17 +177,17 @@ def aborted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, str]]:
 
 def test_a_failed_diffusion_forward_aborts_its_batch_and_returns_a_marker(aborted) -> None:
     batch = Batch()
-    out = rv.run_batch_around(failing(IndexError("index out of range in self")), scheduler(), batch)
-    assert isinstance(out, rv.FailedForward)
+    out = fi.run_batch_around(failing(IndexError("index out of range in self")), scheduler(), batch)
+    assert isinstance(out, fi.FailedForward)
     assert aborted == [(batch, out.error)]
     assert "IndexError: index out of range in self" in out.error and "internal error" in out.error
     # ... and its result is not processed; any other result is.
     seen = []
-    assert rv.process_batch_result_around(lambda *a: seen.append(a), "sched", batch, out) is None and not seen
-    rv.process_batch_result_around(lambda *a: seen.append(a), "sched", batch, "result")
+    assert fi.process_batch_result_around(lambda *a: seen.append(a), "sched", batch, out) is None and not seen
+    fi.process_batch_result_around(lambda *a: seen.append(a), "sched", batch, "result")
     assert seen == [("sched", batch, "result")]
     # A batch that runs is untouched.
-    assert rv.run_batch_around(lambda self, b: "ok", scheduler(), batch) == "ok"
+    assert fi.run_batch_around(lambda self, b: "ok", scheduler(), batch) == "ok"
 
 
 @pytest.mark.parametrize(
@@ -204,7 +205,7 @@ def test_a_failed_diffusion_forward_aborts_its_batch_and_returns_a_marker(aborte
 )
 def test_failures_left_to_sglangs_crash_path(aborted, sched: Any, batch: Batch, exc: BaseException) -> None:
     with pytest.raises(type(exc)):
-        rv.run_batch_around(failing(exc), sched, batch)
+        fi.run_batch_around(failing(exc), sched, batch)
     assert aborted == []
 
 
@@ -212,20 +213,16 @@ def test_when_the_abort_itself_fails_the_original_error_goes_on(monkeypatch: pyt
     def broken(*args: Any) -> list[str]:
         raise AssertionError("release failed")
 
-    monkeypatch.setattr(rv, "abort_failed_batch", broken)
+    monkeypatch.setattr(fi, "abort_failed_batch", broken)
     with pytest.raises(IndexError, match="the original"):
-        rv.run_batch_around(failing(IndexError("the original")), scheduler(), Batch())
+        fi.run_batch_around(failing(IndexError("the original")), scheduler(), Batch())
 
 
-def test_register_hooks_wraps_run_batch_and_process_batch_result(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+def test_the_seam_table_wraps_run_batch_and_process_batch_result() -> None:
+    from sglang_llada.seams import SEAMS
 
-    calls = []
-    monkeypatch.setattr(HookRegistry, "register", classmethod(lambda cls, *a, **k: calls.append(a)))
-    monkeypatch.setattr(rv, "_hooks_registered", False)
-    rv.register_hooks()
-    rv.register_hooks()  # idempotent
-    assert calls == [
-        ("sglang.srt.managers.scheduler.Scheduler.run_batch", rv.run_batch_around, HookType.AROUND),
-        ("sglang.srt.managers.scheduler.Scheduler.process_batch_result", rv.process_batch_result_around, HookType.AROUND),
-    ]
+    rows = {(s.target, s.kind, s.function()) for s in SEAMS if s.ours.startswith("sglang_llada.scheduler.fault_isolation:")}
+    assert rows == {
+        ("sglang.srt.managers.scheduler.Scheduler.run_batch", "AROUND", fi.run_batch_around),
+        ("sglang.srt.managers.scheduler.Scheduler.process_batch_result", "AROUND", fi.process_batch_result_around),
+    }

@@ -22,7 +22,7 @@ from sglang_llada.toy.config import TOY_ARCH
 from sglang_llada.toy.tokenizer import SPECIAL_TOKENS, TEMPLATE_TOKENS, write_tokenizer
 
 REAL_DIR = Path("/work/shared/reference/llada2-mini")
-REAL_TOKENIZER_CONFIG = Path(__file__).parents[1] / "sglang_llada/toy/llada2_tokenizer_config.json"
+REAL_TOKENIZER_CONFIG = Path(__file__).parents[2] / "sglang_llada/toy/llada2_tokenizer_config.json"
 
 CHAT_HI = (
     "<role>SYSTEM</role>detailed thinking off<|role_end|>"

@@ -188,7 +188,9 @@ def test_training_is_seeded_and_exports_a_loadable_checkpoint(objective: str, tm
 
 
 def test_training_model_matches_the_reference_architecture(tmp_path: Path) -> None:
-    """The module we train computes what the served architecture computes (reference logits)."""
+    """The module we train, exported and loaded back, computes the reference logits: its
+    parameters are the checkpoint's tensors, and its batched forward (the shared one) gives the
+    reference's one-sequence logits."""
     from sglang_llada.testing.reference_llada2 import block_causal_mask, load_reference
     from sglang_llada.toy.torch_model import ToyLLaDA2
     from sglang_llada.toy.train import arch_config
@@ -196,12 +198,13 @@ def test_training_model_matches_the_reference_architecture(tmp_path: Path) -> No
     torch.manual_seed(0)
     model = ToyLLaDA2(arch_config("diffusion"))
     with torch.no_grad():  # non-trivial norms and expert biases, so each must be wired right
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() == 1:
                 p.add_(0.1 * torch.randn_like(p))
-        for layer in model.layers:
-            if hasattr(layer.mlp, "gate"):
-                layer.mlp.gate.expert_bias.normal_(0, 0.1)
+        biases = [b for name, b in model.named_buffers() if name.endswith("gate.expert_bias")]
+        assert len(biases) == model.cfg["num_hidden_layers"] - model.cfg["first_k_dense_replace"]
+        for bias in biases:
+            bias.normal_(0, 0.1)
     from sglang_llada.toy.checkpoint import write_checkpoint
 
     write_checkpoint(tmp_path, model.cfg, model.export_state())

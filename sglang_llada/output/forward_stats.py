@@ -9,9 +9,10 @@ While streaming, each chunk carries the counts so far.
 
 How (all through SGLang's hook registry, no patch):
   1. AROUND `DllmAlgorithm.run` hands the algorithm a model runner that counts `forward`
-     calls and pins the count on the returned logits output;
-  2. BEFORE `SchedulerDllmMixin.process_batch_result_dllm` adds that count to every request of
-     the batch, as denoising or prefill depending on whether its forward held masks;
+     calls and puts the count in the `ForwardRecord` of the returned logits output;
+  2. BEFORE `SchedulerDllmMixin.process_batch_result_dllm` (output/batch_result.py) adds that count
+     to every request of the batch (its `ForwardCounts` record), as denoising or prefill depending on
+     whether its forward held masks;
   3. AROUND `Scheduler.get_output_streamer_class` adds SGLang's request-level "customized info"
      fields to the scheduler's output, and AROUND `TokenizerManager.update_request_meta_info`
      turns the accumulated lists into plain numbers.
@@ -19,7 +20,17 @@ How (all through SGLang's hook registry, no patch):
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from sglang_llada.algorithms import ForwardRecord
+from sglang_llada.state import peek, record
+
+if TYPE_CHECKING:
+    from sglang.srt.dllm.algorithm.base import DllmAlgorithm
+    from sglang.srt.managers.schedule_batch import Req, ScheduleBatch
+    from sglang.srt.managers.scheduler import Scheduler
+    from sglang.srt.managers.tokenizer_manager import TokenizerManager
 
 FORWARDS = "dllm_forwards"
 PREFILL_FORWARDS = "dllm_prefill_forwards"
@@ -28,30 +39,17 @@ TOKENS_PER_FORWARD = "dllm_tokens_per_forward"
 # such fields as lists (and slices them per token when streaming incrementally); the public
 # fields are plain numbers, so they get other names and are filled in at the very end.
 _CHANNEL = {FORWARDS: "sglang_llada.forwards", PREFILL_FORWARDS: "sglang_llada.prefill_forwards"}
-_COUNT_ATTR = "_sglang_llada_forwards"
-
-_DLLM = "sglang.srt.dllm"
 
 
-def register_hooks() -> None:
-    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+@dataclass
+class ForwardCounts:
+    """On a `Req`: the forwards spent on it so far."""
 
-    HookRegistry.register(f"{_DLLM}.algorithm.base.DllmAlgorithm.run", _run_around, HookType.AROUND)
-    HookRegistry.register(
-        f"{_DLLM}.mixin.scheduler.SchedulerDllmMixin.process_batch_result_dllm",
-        _count_before_result,
-        HookType.BEFORE,
-    )
-    HookRegistry.register(
-        "sglang.srt.managers.scheduler.Scheduler.get_output_streamer_class",
-        _streamer_class_around,
-        HookType.AROUND,
-    )
-    HookRegistry.register(
-        "sglang.srt.managers.tokenizer_manager.TokenizerManager.update_request_meta_info",
-        _meta_info_around,
-        HookType.AROUND,
-    )
+    forwards: int = 0  # denoising forwards (incl. the KV-storing one): FORWARDS
+    prefill_forwards: int = 0  # forwards that only encoded its prompt blocks: PREFILL_FORWARDS
+
+    def get(self, public: str) -> int:
+        return self.forwards if public == FORWARDS else self.prefill_forwards
 
 
 class _CountingRunner:
@@ -69,41 +67,47 @@ class _CountingRunner:
         return getattr(self._runner, name)
 
 
-def _run_around(original: Callable[..., Any], self: Any, model_runner: Any, *args: Any, **kwargs: Any) -> Any:
+def run_around(original: Callable[..., Any], self: DllmAlgorithm, model_runner: Any, *args: Any, **kwargs: Any) -> Any:
+    """AROUND `DllmAlgorithm.run` (step 1)."""
     counting = _CountingRunner(model_runner)
     out = original(self, counting, *args, **kwargs)
     if out[0] is not None:  # LogitsProcessorOutput (or a tensor): both take an attribute
-        setattr(out[0], _COUNT_ATTR, counting.forwards)
+        record(out[0], ForwardRecord).forwards = counting.forwards
     return out
 
 
-def _count_before_result(self: Any, batch: Any, result: Any, *args: Any, **kwargs: Any) -> None:
-    n = getattr(result.logits_output, _COUNT_ATTR, 0) if result is not None else 0
+def count_forwards(batch: ScheduleBatch, result: Any) -> None:
+    """Step 2 (called by output/batch_result.py before SGLang processes the batch's result)."""
+    run = peek(result.logits_output, ForwardRecord) if result is not None else None
+    n = run.forwards if run is not None else 0
     if not n:
-        return None
+        return
     for req in batch.reqs:
         committed = len(req.origin_input_ids) + len(req.output_ids)
-        key = FORWARDS if req.extend_end > committed else PREFILL_FORWARDS
-        counts = getattr(req, _COUNT_ATTR, None)
-        if counts is None:
-            counts = {FORWARDS: 0, PREFILL_FORWARDS: 0}
-            setattr(req, _COUNT_ATTR, counts)
-        counts[key] += n
-    return None
+        counts = record(req, ForwardCounts)
+        if req.extend_end > committed:
+            counts.forwards += n
+        else:
+            counts.prefill_forwards += n
 
 
-def _streamer_class_around(original: Callable[..., Any], self: Any, *args: Any, **kwargs: Any) -> Any:
+def streamer_class_around(original: Callable[..., Any], self: Scheduler, *args: Any, **kwargs: Any) -> Any:
+    """AROUND `Scheduler.get_output_streamer_class` (step 3)."""
     base = original(self, *args, **kwargs)
     if getattr(self, "dllm_config", None) is None or getattr(self, "rust_server", None) is not None:
         return base  # not a diffusion server, or Rust egress (which takes no extra fields)
     return _with_forward_counts(base)
 
 
-def _with_forward_counts(base: type) -> type:
+def _counts(req: Req) -> ForwardCounts:
+    return peek(req, ForwardCounts) or ForwardCounts()
+
+
+def _with_forward_counts(base: Any) -> type:
     def build_additional_customized_info(self: Any, reqs: list[Any]) -> dict[str, list[Any]]:
         info = base.build_additional_customized_info(self, reqs)
         for public, channel in _CHANNEL.items():
-            info[channel] = [[getattr(r, _COUNT_ATTR, {}).get(public, 0)] for r in reqs]
+            info[channel] = [[_counts(r).get(public)] for r in reqs]
         return info
 
     def is_request_level_customized_info_key(self: Any, key: str) -> bool:
@@ -121,9 +125,10 @@ def _with_forward_counts(base: type) -> type:
     )
 
 
-def _meta_info_around(
-    original: Callable[..., Any], self: Any, meta_info: dict[str, Any], state: Any, *args: Any, **kwargs: Any
+def meta_info_around(
+    original: Callable[..., Any], self: TokenizerManager, meta_info: dict[str, Any], state: Any, *args: Any, **kwargs: Any
 ) -> Any:
+    """AROUND `TokenizerManager.update_request_meta_info` (step 3, in the tokenizer process)."""
     out = original(self, meta_info, state, *args, **kwargs)
     reported = getattr(state, "customized_info_reported_keys", None)
     for public, channel in _CHANNEL.items():

@@ -7,7 +7,7 @@ left-to-right decoding: a `regex` request never finishes, prompt logprobs come b
 tokenizer manager's `_validate_one_request` runs for every generate request before it reaches the
 scheduler, and a ValueError raised there becomes an HTTP 400 with its message (the server keeps
 serving). The check runs only when the server decodes with a diffusion algorithm. Before it, every
-generate request gets the field checks of `request_validation.py` (values the scheduler would use
+generate request gets the field checks of `field_checks.py` (values the scheduler would use
 as indices or shapes: prompt token ids, stop ids, input_embeds; and, on a diffusion server, the
 refusal of custom_logit_processor, session_params and input_embeds).
 
@@ -33,24 +33,23 @@ knobs sent to a server that decodes with one of SGLang's in-tree algorithms are 
 what it accepts and the server algorithm. Batched `/generate` requests are checked item by item
 (SGLang validates each item). The scheduler checks them again (`LladaAlgorithm.validate_request`).
 
-Getting them to the algorithm: SGLang 0.5.23 copies the requests' custom_params onto the batch
-(`SamplingBatchInfo.custom_params`, a host list in row order) only for custom logit processors. The
-AFTER hook on `SamplingBatchInfo.from_schedule_batch` below fills it for diffusion batches in which a
-request carries knobs (SGLang builds every diffusion batch afresh each round, never merges them).
-`register_hooks()` is called when plugin.py imports this module during plugin registration, in every
-process, before SGLang applies the registered hooks.
+Getting them to the algorithm is the scheduler's part (sglang_llada/scheduler/batch_policy.py).
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from sglang_llada.algorithms.knobs import REQUEST_KEY, request_knobs_of
+
+if TYPE_CHECKING:
+    from sglang.srt.managers.io_struct import GenerateReqInput
+    from sglang.srt.managers.tokenizer_manager import TokenizerManager
 
 GRAMMAR_FIELDS = ("regex", "json_schema", "ebnf", "structural_tag")
 
 
-def diffusion_request_error(obj: Any) -> Optional[str]:
+def diffusion_request_error(obj: GenerateReqInput) -> Optional[str]:
     """The reason a single (non-batched) GenerateReqInput cannot be served, or None."""
     params = obj.sampling_params if isinstance(obj.sampling_params, dict) else {}
     for name in GRAMMAR_FIELDS:
@@ -81,7 +80,7 @@ def diffusion_request_error(obj: Any) -> Optional[str]:
     return None
 
 
-def request_knobs_error(obj: Any, algorithm: str) -> Optional[str]:
+def request_knobs_error(obj: GenerateReqInput, algorithm: str) -> Optional[str]:
     """Why a request's `custom_params.dllm` cannot be honoured by the server's algorithm, or None."""
     params = obj.sampling_params if isinstance(obj.sampling_params, dict) else {}
     custom = params.get("custom_params")
@@ -104,7 +103,7 @@ def request_knobs_error(obj: Any, algorithm: str) -> Optional[str]:
     return None
 
 
-def default_temperature(manager: Any) -> float:
+def default_temperature(manager: TokenizerManager) -> float:
     """The checkpoint's generation_config temperature, else 0.0 (greedy, the LLaDA2 default)."""
     try:
         value = manager.model_config.get_default_sampling_params().get("temperature")
@@ -123,14 +122,14 @@ def _dllm_algorithm(server_args: Any) -> Optional[str]:
         return getattr(server_args, "dllm_algorithm", None)
 
 
-def validate_one_request_after(result: Any, manager: Any, obj: Any, *args: Any, **kwargs: Any) -> None:
+def validate_one_request_after(result: None, manager: TokenizerManager, obj: GenerateReqInput, *args: Any, **kwargs: Any) -> None:
     """AFTER `TokenizerManager._validate_one_request(obj, input_ids)` (runs before the request's
     SamplingParams are built): raise ValueError (-> HTTP 400) if refused, else fill the default
-    temperature. Every generate request first gets the field checks of `request_validation.py`
+    temperature. Every generate request first gets the field checks of `field_checks.py`
     (token ids in the vocabulary, input_embeds shape, stop ids, ...), diffusion or not."""
     if not hasattr(obj, "sampling_params") or not hasattr(obj, "logprob_start_len"):
         return None  # embedding requests
-    from sglang_llada.request_validation import request_error
+    from sglang_llada.tokenizer.field_checks import request_error
 
     algorithm = _dllm_algorithm(manager.server_args)
     input_ids = args[0] if args else kwargs.get("input_ids")
@@ -145,33 +144,3 @@ def validate_one_request_after(result: Any, manager: Any, obj: Any, *args: Any, 
     if isinstance(obj.sampling_params, dict) and obj.sampling_params.get("temperature") is None:
         obj.sampling_params["temperature"] = default_temperature(manager)
     return None
-
-
-def batch_custom_params_after(result: Any, cls: Any, batch: Any, *args: Any, **kwargs: Any) -> Any:
-    """AFTER `SamplingBatchInfo.from_schedule_batch` (scheduler): the requests' custom_params on a
-    diffusion batch in which some request sets decoding knobs (one entry per row, None for none)."""
-    if result is None or getattr(result, "custom_params", None) is not None or not batch.is_dllm():
-        return None
-    params = [r.sampling_params.custom_params for r in batch.reqs]
-    if not any(request_knobs_of(p) for p in params):
-        return None
-    result.custom_params = params
-    return result
-
-
-_hooks_registered = False
-
-
-def register_hooks() -> None:
-    """Registers the scheduler-side hook above (idempotent)."""
-    global _hooks_registered
-    if _hooks_registered:
-        return
-    _hooks_registered = True
-    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
-
-    HookRegistry.register(
-        "sglang.srt.sampling.sampling_batch_info.SamplingBatchInfo.from_schedule_batch",
-        batch_custom_params_after,
-        HookType.AFTER,
-    )

@@ -10,7 +10,7 @@ served with its routed experts scaled by 1 / factor. For the Bailing MoE V2 auto
 (`bench/reference_decode_eval.py ... ar`). Our own `LLaDA2MoeModelLM` folds the factor into its router
 weights and passes none to `FusedMoE`, so it never depended on this.
 
-The AROUND hook below applies the factor to the native forward's output exactly where the GPU
+The AROUND hook below (installed from sglang_llada/seams.py) applies the factor to the native forward's output exactly where the GPU
 runner does; models without a factor (None or 1.0) are untouched.
 """
 
@@ -21,8 +21,6 @@ from typing import Any
 
 import torch
 
-TARGET = "sglang.srt.layers.moe.fused_moe_native.moe_forward_native"
-
 
 def scale_routed_output(
     original_fn: Callable[..., torch.Tensor], layer: torch.nn.Module, x: torch.Tensor, topk_output: Any, moe_runner_config: Any, *args: Any, **kwargs: Any
@@ -32,9 +30,3 @@ def scale_routed_output(
     if factor is None or factor == 1.0 or getattr(layer, "should_fuse_routed_scaling_factor_in_topk", False):
         return out
     return out * factor
-
-
-def register_hooks() -> None:
-    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
-
-    HookRegistry.register(TARGET, scale_routed_output, HookType.AROUND)

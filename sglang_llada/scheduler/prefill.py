@@ -4,7 +4,7 @@ SGLang 0.5.23's dLLM scheduler gives a request at most one block (32 tokens) per
 blocks included, so a 1,000-token prompt takes 31 forwards before its first denoising step. The
 LLaDA2 reference encodes all full prompt blocks at once under a block-causal mask and denoises the
 partial last block together with the first masks; this module makes SGLang's scheduler do the same,
-through four hooks (HookRegistry, no patch):
+through four hooks (HookRegistry, no patch; the seam table is sglang_llada/seams.py):
 
 1. AROUND `PrefillAdder._get_dllm_extend_len` / `_add_dllm_req` (a request entering the batch)
    and
@@ -30,24 +30,14 @@ one block per request.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-_DLLM = "sglang.srt.dllm"
-
-
-def register_hooks() -> None:
-    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
-
-    adder = "sglang.srt.managers.schedule_policy.PrefillAdder"
-    HookRegistry.register(f"{adder}._get_dllm_extend_len", _extend_len_around, HookType.AROUND)
-    HookRegistry.register(f"{adder}._add_dllm_req", _add_req_around, HookType.AROUND)
-    HookRegistry.register(f"{adder}.add_dllm_staging_req", _staging_req_around, HookType.AROUND)
-    HookRegistry.register(
-        f"{_DLLM}.mixin.scheduler.SchedulerDllmMixin._process_dllm_batches", _batches_around, HookType.AROUND
-    )
-    HookRegistry.register(
-        f"{_DLLM}.mixin.req.ReqDllmMixin._init_fill_ids_for_dllm", _block_offset_after, HookType.AFTER
-    )
+if TYPE_CHECKING:
+    from sglang.srt.dllm.config import DllmConfig
+    from sglang.srt.dllm.mixin.scheduler import SchedulerDllmMixin
+    from sglang.srt.managers.schedule_batch import Req
+    from sglang.srt.managers.schedule_policy import PrefillAdder
+    from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
 
 @lru_cache(maxsize=None)
@@ -57,7 +47,7 @@ def _algorithm_allows(name: str) -> bool:
     return bool(getattr(get_algorithm_cls(name), "whole_prompt_prefill", False))
 
 
-def enabled(dllm_config: Any) -> bool:
+def enabled(dllm_config: DllmConfig | None) -> bool:
     """Whether requests under this DllmConfig get whole-prompt prefill."""
     return (
         dllm_config is not None
@@ -66,12 +56,12 @@ def enabled(dllm_config: Any) -> bool:
     )
 
 
-def full_blocks_end(req: Any, block_size: int) -> int:
+def full_blocks_end(req: Req, block_size: int) -> int:
     """End of the request's last full committed block (prompt + accepted output)."""
     return (len(req.origin_input_ids) + len(req.output_ids)) // block_size * block_size
 
 
-def _budget(adder: Any) -> int:
+def _budget(adder: PrefillAdder) -> int:
     """Tokens the adder can still prefill this round (what it checks for any prefill)."""
     limits = [adder.rem_input_tokens, int(adder.rem_total_tokens)]
     if adder.rem_chunk_tokens is not None:
@@ -79,14 +69,15 @@ def _budget(adder: Any) -> int:
     return min(limits)
 
 
-def _prefill_len(adder: Any, req: Any, budget: int) -> int:
+def _prefill_len(adder: PrefillAdder, req: Req, budget: int) -> int:
     """Whole blocks of the request's remaining full prompt blocks that fit `budget` (>= 1 block)."""
     bs = adder.dllm_block_size
     want = full_blocks_end(req, bs) - req.prefix_len
     return min(want, max(budget, bs) // bs * bs)
 
 
-def _extend_len_around(original: Callable[..., Any], self: Any, req: Any, prefix_len: int, *a: Any, **kw: Any) -> int:
+def extend_len_around(original: Callable[..., Any], self: PrefillAdder, req: Req, prefix_len: int, *a: Any, **kw: Any) -> int:
+    """AROUND `PrefillAdder._get_dllm_extend_len` (step 1)."""
     if enabled(self.dllm_config) and req.is_dllm_prefill() and self.rem_dllm_tokens > 0:
         n = _prefill_len(self, req, _budget(self))
         if n >= self.dllm_block_size:
@@ -94,15 +85,15 @@ def _extend_len_around(original: Callable[..., Any], self: Any, req: Any, prefix
     return original(self, req, prefix_len, *a, **kw)
 
 
-def _add_req_around(original: Callable[..., Any], self: Any, req: Any, *a: Any, **kw: Any) -> Any:
-    rem_blocks = self.rem_dllm_tokens
-    out = original(self, req, *a, **kw)
-    if enabled(self.dllm_config) and req.extend_len > self.dllm_block_size:
-        self.rem_dllm_tokens = rem_blocks - self.dllm_block_size  # one block of the round's budget
-    return out
+def charge_one_block(adder: PrefillAdder, req: Req, rem_blocks_before: int) -> None:
+    """After SGLang added `req` to the round (step 1, inside `_add_dllm_req`, scheduler/rounds.py): a
+    many-block prefill costs one block of the round's dLLM budget, whatever its length."""
+    if enabled(adder.dllm_config) and req.extend_len > adder.dllm_block_size:
+        adder.rem_dllm_tokens = rem_blocks_before - adder.dllm_block_size
 
 
-def _staging_req_around(original: Callable[..., Any], self: Any, req: Any, *a: Any, **kw: Any) -> Any:
+def staging_req_around(original: Callable[..., Any], self: PrefillAdder, req: Req, *a: Any, **kw: Any) -> Any:
+    """AROUND `PrefillAdder.add_dllm_staging_req` (step 2)."""
     result = original(self, req, *a, **kw)
     if not (enabled(self.dllm_config) and req.is_dllm_prefill()) or not self.can_run_list:
         return result
@@ -123,23 +114,25 @@ def _staging_req_around(original: Callable[..., Any], self: Any, req: Any, *a: A
     return AddReqResult.NO_TOKEN if _budget(self) <= 0 else result
 
 
-def _batches_around(original: Callable[..., Any], self: Any, adder: Any, *a: Any, **kw: Any) -> Any:
-    mode = original(self, adder, *a, **kw)
+def whole_prompt_mode(scheduler: SchedulerDllmMixin, adder: PrefillAdder, mode: ForwardMode) -> ForwardMode:
+    """After SGLang built a round (step 3, inside `_process_dllm_batches`, scheduler/rounds.py): a
+    round of prompt blocks only runs as one EXTEND forward."""
     from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
     reqs = adder.can_run_list
-    if mode != ForwardMode.DLLM_EXTEND or not reqs or not enabled(self.dllm_config):
+    if mode != ForwardMode.DLLM_EXTEND or not reqs or not enabled(scheduler.dllm_config):
         return mode
     if all(r.is_dllm_prefill() for r in reqs):
         return ForwardMode.EXTEND
-    bs = self.dllm_config.block_size
+    bs = scheduler.dllm_config.block_size
     for r in reqs:  # mixed with a denoising block: every request one block, as in SGLang
         if r.is_dllm_prefill() and r.extend_len > bs:
             r.extend_end = r.prefix_len + bs
     return mode
 
 
-def _block_offset_after(result: Any, req: Any, *a: Any, **kw: Any) -> None:
+def block_offset_after(result: None, req: Req, *a: Any, **kw: Any) -> None:
+    """AFTER `ReqDllmMixin._init_fill_ids_for_dllm` (step 4)."""
     if req.dllm_incomplete_ids or not enabled(req.dllm_config):
         return None
     if req.prefix_len > req.dllm_block_offset:

@@ -12,18 +12,13 @@ prompt block), and a finished or aborted request is always sent.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-_STREAMER = "sglang.srt.managers.scheduler_components.output_streamer.SchedulerOutputStreamer"
-
-
-def register_hooks() -> None:
-    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
-
-    HookRegistry.register(f"{_STREAMER}.stream_output", _stream_output_around, HookType.AROUND)
+if TYPE_CHECKING:
+    from sglang.srt.managers.schedule_batch import Req
 
 
-def nothing_new(req: Any) -> bool:
+def nothing_new(req: Req) -> bool:
     """A diffusion request mid-block: not finished, every committed token already sent."""
     is_dllm = getattr(req, "is_dllm", None)
     return (
@@ -34,7 +29,8 @@ def nothing_new(req: Any) -> bool:
     )
 
 
-def _stream_output_around(original: Callable[..., Any], self: Any, reqs: Any, *args: Any, **kwargs: Any) -> Any:
+def stream_output_around(original: Callable[..., Any], self: Any, reqs: list[Req], *args: Any, **kwargs: Any) -> Any:
+    """AROUND `SchedulerOutputStreamer.stream_output`."""
     kept = [r for r in reqs if not nothing_new(r)]
     if len(kept) == len(reqs):
         return original(self, reqs, *args, **kwargs)

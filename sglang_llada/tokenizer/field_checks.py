@@ -1,5 +1,5 @@
-"""Requests the scheduler would trust blindly are refused with a 400 before they are queued, and a
-forward that fails on one batch's data aborts that batch instead of the server.
+"""Requests the scheduler would trust blindly are refused with a 400 before they are queued (a
+forward that fails anyway aborts only its batch: sglang_llada/scheduler/fault_isolation.py).
 
 Why: SGLang 0.5.23's tokenizer manager checks prompt length, sampling ranges (`SamplingParams.verify`:
 temperature, top_p, top_k, min_p, penalties, max/min_new_tokens, logit_bias keys, sampling_seed) and
@@ -16,7 +16,7 @@ server exited with every request in flight (the same for autoregressive models):
 - `input_embeds` rows that are not `hidden_size` long: ValueError in the first layer norm.
 
 Checked here (`request_error`), for every generate request, diffusion or autoregressive: it is called
-by `request_policy.validate_one_request_after`, the AFTER hook on
+by `request_checks.validate_one_request_after`, the AFTER hook on
 `TokenizerManager._validate_one_request`, which SGLang calls per request and per item of a batched
 request, with the token ids that will be sent, before the request is queued; a ValueError there is an
 HTTP 400 and the server keeps serving. Each message names the field, the offending value and its
@@ -48,29 +48,7 @@ Left as SGLang answers them (a 500, the server keeps serving): `input_embeds: []
 `GenerateReqInput.normalize_batch_and_arguments`, before any hook.
 
 `SGLANG_LLADA_DISABLE_REQUEST_VALIDATION=1` turns every check of this module off. It exists for one
-test only (tests/test_soak_e2e.py shows the soak failing without it); never set it when serving.
-
-Forward failures (`register_hooks`): SGLang 0.5.23 has no recovery for an exception in a batch: the
-scheduler's `run_scheduler_process` catches it only to log it and SIGQUIT the server
-(`--crash-dump-folder` only writes the recent requests to disk first; there is no "abort the
-request on error" path around `run_batch`). So an AROUND hook on `Scheduler.run_batch` catches an
-exception raised while running a diffusion batch, and aborts exactly that batch: every request of it
-gets finish reason abort with status 500 and a message naming the error (the HTTP client gets a 500;
-a stream ends with a chunk carrying that finish reason), its KV is released without being inserted
-into the radix cache (it may be half written), it leaves the dLLM queues, and the scheduler loop goes
-on; an AROUND hook on `Scheduler.process_batch_result` skips the failed batch's (absent) result.
-This is SGLang's own
-path for aborting a queued dLLM request (`Scheduler.abort_request`: `send_abort_output`, then
-`release_kv_cache(checkpoint=False)`), applied to the batch's requests. Which request of the batch
-caused the error is not known, so its other requests are aborted too: a 500 for a few requests
-instead of the loss of all of them. Not recovered, and left to SGLang's crash path: exceptions in a
-server with more than one rank in the batch's collectives (tensor / pipeline parallel, DP
-attention), where the other ranks would wait forever in a collective; accelerator errors
-(`torch.AcceleratorError`, e.g. a CUDA device-side assert, after which the device context is
-unusable) and out-of-memory errors, which the next batch would meet again; exceptions while the
-batch is being built (`get_next_batch_to_run`), where the scheduler's queues and KV are half
-updated and no batch exists to abort -- the validation above keeps request data from reaching
-those. A recovered failure is logged with its traceback and the aborted request ids.
+test only (tests/e2e/test_soak_e2e.py shows the soak failing without it); never set it when serving.
 """
 
 from __future__ import annotations
@@ -78,7 +56,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
+
+if TYPE_CHECKING:
+    from sglang.srt.managers.io_struct import GenerateReqInput
+    from sglang.srt.managers.tokenizer_manager import TokenizerManager
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +157,7 @@ def sampling_params_error(params: Any, vocab_size: Optional[int]) -> Optional[st
     return None
 
 
-def diffusion_unservable_error(obj: Any) -> Optional[str]:
+def diffusion_unservable_error(obj: GenerateReqInput) -> Optional[str]:
     """Why a request carries a field a diffusion server cannot serve (see the module docstring), or None."""
     if getattr(obj, "custom_logit_processor", None):
         return (
@@ -198,7 +180,7 @@ def diffusion_unservable_error(obj: Any) -> Optional[str]:
     return None
 
 
-def model_limits(manager: Any) -> tuple[Optional[int], Optional[int]]:
+def model_limits(manager: TokenizerManager) -> tuple[Optional[int], Optional[int]]:
     """(vocab_size, hidden_size) of the served model, from the tokenizer manager's model config
     (None for one the config does not give: that check is skipped)."""
     config = getattr(manager, "model_config", None)
@@ -210,7 +192,7 @@ def model_limits(manager: Any) -> tuple[Optional[int], Optional[int]]:
 
 
 def request_error(
-    manager: Any, obj: Any, input_ids: Optional[Iterable[Any]], *, diffusion: bool
+    manager: TokenizerManager, obj: GenerateReqInput, input_ids: Optional[Iterable[Any]], *, diffusion: bool
 ) -> Optional[str]:
     """Why a (non-batched) GenerateReqInput must be refused before it is queued, or None.
 
@@ -231,126 +213,3 @@ def request_error(
     if error is None and diffusion:
         error = diffusion_unservable_error(obj)
     return error
-
-
-# ------------------------------------------------------------------------------------------------
-# forward failures (scheduler)
-# ------------------------------------------------------------------------------------------------
-
-
-class FailedForward:
-    """What the run_batch hook returns for a diffusion batch whose forward raised and was aborted."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: str) -> None:
-        self.error = error
-
-
-def _recoverable(scheduler: Any, batch: Any, exc: BaseException) -> bool:
-    if not isinstance(exc, Exception) or batch is None or not batch.is_dllm():
-        return False
-    if getattr(scheduler, "dllm_config", None) is None:
-        return False
-    import torch
-
-    unrecoverable = tuple(
-        t for t in (getattr(torch, "AcceleratorError", None), getattr(torch, "OutOfMemoryError", None)) if t
-    )
-    if unrecoverable and isinstance(exc, unrecoverable):
-        return False
-    return _single_rank(scheduler)
-
-
-def _single_rank(scheduler: Any) -> bool:
-    """Whether the scheduler's forwards involve no other rank (no tensor / pipeline parallel peers,
-    no DP-attention MLP sync): only then can one rank skip a batch without leaving peers waiting."""
-    try:
-        from sglang.srt.runtime_context import get_parallel
-
-        parallel = get_parallel()
-        sizes = (parallel.tp_size, parallel.pp_size)
-    except Exception:  # runtime context not published (unit tests): the scheduler's own record
-        sizes = (getattr(scheduler, "tp_size", 1), getattr(scheduler, "pp_size", 1))
-    return all(int(s) == 1 for s in sizes) and not getattr(scheduler, "require_mlp_sync", False)
-
-
-def abort_failed_batch(scheduler: Any, batch: Any, message: str) -> list[str]:
-    """Aborts every request of `batch` with status 500 and `message`, releases its KV without caching
-    it, and drops it from the dLLM queues. Returns the aborted request ids."""
-    from http import HTTPStatus
-
-    from sglang.srt.managers.schedule_batch import FINISH_ABORT
-    from sglang.srt.managers.scheduler import _make_abort_req
-    from sglang.srt.mem_cache.common import release_kv_cache
-
-    status = int(HTTPStatus.INTERNAL_SERVER_ERROR)
-    aborted: list[str] = []
-    seen: set[int] = set()
-    for req in batch.reqs:
-        if id(req) in seen:
-            continue
-        seen.add(id(req))
-        req.finished_reason = FINISH_ABORT(message, status, "InternalServerError")
-        req.to_finish = None
-        if req.kv.holds_kv or req.kv.holds_mamba:
-            # Not checkpointed: this round's KV may be half written.
-            release_kv_cache(req, scheduler.tree_cache, checkpoint=False)
-        scheduler._release_aborted_request(req)
-        reason = {"type": "abort", "status_code": status, "message": message, "err_type": "InternalServerError"}
-        scheduler.send_abort_output(_make_abort_req(req, finished_reason=reason), req)
-        aborted.append(req.rid)
-    # Finished now: out of the dLLM queues here, and out of `last_batch` when the next round filters it.
-    scheduler.dllm_manager.filter_finished_reqs()
-    return aborted
-
-
-def run_batch_around(original: Callable[..., Any], self: Any, batch: Any, *args: Any, **kwargs: Any) -> Any:
-    """AROUND `Scheduler.run_batch`: a diffusion batch whose run raises is aborted (see module docstring)."""
-    try:
-        return original(self, batch, *args, **kwargs)
-    except Exception as exc:
-        if not _recoverable(self, batch, exc):
-            raise
-        message = (
-            f"internal error while running this request's diffusion batch ({type(exc).__name__}: {exc}); "
-            "the request was aborted, the server keeps serving"
-        )
-        try:
-            rids = abort_failed_batch(self, batch, message)
-        except Exception:
-            logger.exception("sglang-llada: could not abort the failed diffusion batch; stopping as SGLang does")
-            raise exc
-        logger.error(
-            "sglang-llada: a diffusion batch failed and was aborted (%d request(s): %s); the scheduler goes on",
-            len(rids),
-            ", ".join(map(str, rids)),
-            exc_info=exc,
-        )
-        return FailedForward(message)
-
-
-def process_batch_result_around(
-    original: Callable[..., Any], self: Any, batch: Any, result: Any, *args: Any, **kwargs: Any
-) -> Any:
-    """AROUND `Scheduler.process_batch_result`: nothing to process for an aborted batch."""
-    if isinstance(result, FailedForward):
-        return None
-    return original(self, batch, result, *args, **kwargs)
-
-
-_hooks_registered = False
-
-
-def register_hooks() -> None:
-    """Registers the two scheduler hooks above (idempotent)."""
-    global _hooks_registered
-    if _hooks_registered:
-        return
-    _hooks_registered = True
-    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
-
-    HookRegistry.register("sglang.srt.managers.scheduler.Scheduler.run_batch", run_batch_around, HookType.AROUND)
-    HookRegistry.register(
-        "sglang.srt.managers.scheduler.Scheduler.process_batch_result", process_batch_result_around, HookType.AROUND
-    )

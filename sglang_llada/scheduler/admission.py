@@ -34,24 +34,26 @@ hook (HookRegistry, no patch):
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-_DLLM = "sglang.srt.dllm"
-_ADDER = "sglang.srt.managers.schedule_policy.PrefillAdder"
+from sglang_llada.state import peek, record
 
-
-def register_hooks() -> None:
-    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
-
-    mixin = f"{_DLLM}.mixin.scheduler.SchedulerDllmMixin"
-    HookRegistry.register(f"{mixin}.process_dllm_incoming_reqs", _incoming_around, HookType.AROUND)
-    HookRegistry.register(f"{mixin}._process_dllm_batches", _decode_when_no_prefill_fits, HookType.AROUND)
-    HookRegistry.register(f"{_ADDER}.add_one_req", _fits_or_waits, HookType.AROUND)
-    HookRegistry.register(f"{_ADDER}._commit_prefill_admission", _charge_admitted_future, HookType.AROUND)
-    HookRegistry.register(f"{_ADDER}._add_dllm_req", _charge_admitted_future, HookType.AROUND)
+if TYPE_CHECKING:
+    from sglang.srt.dllm.mixin.scheduler import SchedulerDllmMixin
+    from sglang.srt.managers.schedule_batch import Req, ScheduleBatch
+    from sglang.srt.managers.schedule_policy import PrefillAdder
+    from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
 
-def future_tokens(req: Any, block_size: int, clip: int) -> int:
+@dataclass
+class AdmissionState:
+    """On a `PrefillAdder` for the length of one dLLM admission round."""
+
+    holders: int = 0  # requests admitted in earlier rounds that still hold KV and will write more
+
+
+def future_tokens(req: Req, block_size: int, clip: int) -> int:
     """KV tokens `req` may still allocate beyond the `prefix_len` it holds or has matched.
 
     Blocks sit at absolute positions, so a request of prompt P and at most M new tokens ends
@@ -62,7 +64,7 @@ def future_tokens(req: Any, block_size: int, clip: int) -> int:
     return max(0, end - int(req.prefix_len or 0))
 
 
-def _admitted(manager: Any) -> Iterable[Any]:
+def _admitted(manager: Any) -> Iterable[Req]:  # a DllmManager
     """Requests that hold KV and will write more: those past their first admission."""
     from sglang.srt.dllm.mixin.req import DllmReqPhase
 
@@ -74,11 +76,12 @@ def _admitted(manager: Any) -> Iterable[Any]:
             yield req
 
 
-def _is_dllm(adder: Any) -> bool:
+def _is_dllm(adder: PrefillAdder) -> bool:
     return getattr(adder, "dllm_config", None) is not None
 
 
-def _incoming_around(original: Callable[..., Any], self: Any, adder: Any, reqs: list[Any], *a: Any, **kw: Any) -> Any:
+def incoming_around(original: Callable[..., Any], self: SchedulerDllmMixin, adder: PrefillAdder, reqs: list[Req], *a: Any, **kw: Any) -> Any:
+    """AROUND `SchedulerDllmMixin.process_dllm_incoming_reqs` (causes 1 and 2)."""
     from sglang.srt.managers.schedule_policy import CLIP_MAX_NEW_TOKENS
 
     # Cause 1: remember what `init_next_round_input` changes, to undo it for a refused request.
@@ -92,7 +95,7 @@ def _incoming_around(original: Callable[..., Any], self: Any, adder: Any, reqs: 
     budget = adder.memory_budget
     sglang_offset = budget.total_offset
     budget.total_offset = reserve
-    adder.llada_holders = len(admitted)
+    record(adder, AdmissionState).holders = len(admitted)
     try:
         return original(self, adder, reqs, *a, **kw)
     finally:
@@ -103,11 +106,12 @@ def _incoming_around(original: Callable[..., Any], self: Any, adder: Any, reqs: 
                 r.dllm_phase, r.dllm_initialized, r.dllm_block_offset = before[id(r)]
 
 
-def _fits_or_waits(original: Callable[..., Any], self: Any, req: Any, *a: Any, **kw: Any) -> Any:
-    """Refuse a new dLLM request whose prompt and `max_new_tokens` (in whole blocks) do not fit
+def fits_or_waits(original: Callable[..., Any], self: PrefillAdder, req: Req, *a: Any, **kw: Any) -> Any:
+    """AROUND `PrefillAdder.add_one_req`. Refuse a new dLLM request whose prompt and `max_new_tokens` (in whole blocks) do not fit
     beside the admitted requests' reservation. With nothing admitted, SGLang's own check decides
     (it already bounds a request by the pool), so a lone request is never starved by rounding."""
-    if not _is_dllm(self) or not (getattr(self, "llada_holders", 0) or self.can_run_list):
+    state = peek(self, AdmissionState)
+    if not _is_dllm(self) or not ((state.holders if state else 0) or self.can_run_list):
         return original(self, req, *a, **kw)
     from sglang.srt.managers.schedule_policy import CLIP_MAX_NEW_TOKENS, AddReqResult
 
@@ -118,37 +122,58 @@ def _fits_or_waits(original: Callable[..., Any], self: Any, req: Any, *a: Any, *
     return original(self, req, *a, **kw)
 
 
-def _charge_admitted_future(original: Callable[..., Any], self: Any, req: Any, *a: Any, **kw: Any) -> Any:
-    """A request admitted this round: SGLang charges only the tokens it extends now; charge what
-    it will still write too, so that the next request admitted in the same round sees it."""
-    if not _is_dllm(self):
-        return original(self, req, *a, **kw)
+def future_charge_start(adder: PrefillAdder, req: Req) -> tuple[int, int] | None:
+    """Before SGLang adds `req` to the round: (its future tokens, the adder's offset now), or None
+    when the adder is not a dLLM one. `future_charge_end` completes the charge."""
+    if not _is_dllm(adder):
+        return None
     from sglang.srt.managers.schedule_policy import CLIP_MAX_NEW_TOKENS
 
-    future = future_tokens(req, self.dllm_config.block_size, CLIP_MAX_NEW_TOKENS)
-    charged = self.memory_budget.total_offset
+    assert adder.dllm_config is not None
+    return future_tokens(req, adder.dllm_config.block_size, CLIP_MAX_NEW_TOKENS), adder.memory_budget.total_offset
+
+
+def future_charge_end(adder: PrefillAdder, start: tuple[int, int] | None) -> None:
+    """A request admitted this round: SGLang charged only the tokens it extends now (paged, plus a
+    page); charge what it will still write too, so that the next request admitted in the same
+    round sees it."""
+    if start is None:
+        return
+    future, before = start
+    charged = adder.memory_budget.total_offset - before
+    adder.memory_budget.total_offset += max(0, future + adder.page_size - charged)
+
+
+def charge_admitted_future(original: Callable[..., Any], self: PrefillAdder, req: Req, *a: Any, **kw: Any) -> Any:
+    """AROUND `PrefillAdder._commit_prefill_admission` (a new request admitted); `_add_dllm_req`
+    does the same inside scheduler/rounds.py."""
+    start = future_charge_start(self, req)
     result = original(self, req, *a, **kw)
-    charged = self.memory_budget.total_offset - charged  # extend (paged) + a page, as SGLang counts
-    self.memory_budget.total_offset += max(0, future + self.page_size - charged)
+    future_charge_end(self, start)
     return result
 
 
-def _decode_when_no_prefill_fits(original: Callable[..., Any], self: Any, adder: Any, running_batch: Any, *a: Any, **kw: Any) -> Any:
-    # For dLLM requests `running_batch` stays empty (they live in the dLLM queues), so nothing
-    # clears a "batch is full" left by an earlier round's refusal; each round asks afresh.
+def clear_batch_full(running_batch: ScheduleBatch) -> None:
+    """Before a round: for dLLM requests `running_batch` stays empty (they live in the dLLM queues),
+    so nothing clears a "batch is full" left by an earlier round's refusal; each round asks afresh."""
     running_batch.batch_is_full = False
-    mode = original(self, adder, running_batch, *a, **kw)
-    if adder.can_run_list or not self.dllm_manager.get_prefill_requests():
+
+
+def decode_when_no_prompt_admitted(
+    scheduler: SchedulerDllmMixin, adder: PrefillAdder, running_batch: ScheduleBatch, mode: ForwardMode
+) -> ForwardMode:
+    """After a round was built (cause 3): when the prompt round admitted nothing while prompts wait,
+    the round serves the denoising blocks instead."""
+    if adder.can_run_list or not scheduler.dllm_manager.get_prefill_requests():
         return mode
-    decode = self.dllm_manager.get_decode_requests()
+    decode = scheduler.dllm_manager.get_decode_requests()
     if not decode:
         return mode
     from sglang.srt.dllm.mixin.req import DllmReqPhase
     from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
     running_batch.batch_is_full = False  # set by the refused prompt; the denoising blocks fit
-    self._process_batch_by_phase(
+    scheduler._process_batch_by_phase(
         adder, decode, DllmReqPhase.STAGING_DECODE, DllmReqPhase.INCOMING_DECODE, running_batch=running_batch
     )
     return ForwardMode.DLLM_EXTEND
-

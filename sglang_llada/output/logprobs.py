@@ -2,34 +2,28 @@
 
 SGLang 0.5.23's dLLM result path fills no logprobs (a `return_logprob` request gets empty lists).
 Our algorithms record a [B, S] buffer of log-probabilities per block (algorithms/base.py) and pin
-it on the logits output of `run`; BEFORE `SchedulerDllmMixin.process_batch_result_dllm`, this hook
-copies it to the host (one copy per scheduling round, only when a request of the batch asked for logprobs)
+it on the logits output of `run` (its `ForwardRecord`); BEFORE `SchedulerDllmMixin.process_batch_result_dllm`
+(output/batch_result.py), `append_logprobs` copies it to the host (one copy per scheduling round, only when a request of the batch asked for logprobs)
 and appends each request's values for its new tokens to `req.logprob.output_token_logprobs_val`
 / `_idx`. SGLang's output streamer then slices them like an autoregressive request's, so they
 come back in the usual `meta_info["output_token_logprobs"]` (and OpenAI `logprobs`), cut at a
 stop token or string exactly like the text.
 
-Prompt logprobs, top logprobs and token-id logprobs are refused up front (request_policy.py).
+Prompt logprobs, top logprobs and token-id logprobs are refused up front (tokenizer/request_checks.py).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sglang_llada.algorithms import LOGPROBS_ATTR
+from sglang_llada.algorithms import ForwardRecord
+from sglang_llada.state import peek
 
-
-def register_hooks() -> None:
-    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
-
-    HookRegistry.register(
-        "sglang.srt.dllm.mixin.scheduler.SchedulerDllmMixin.process_batch_result_dllm",
-        _append_logprobs_before_result,
-        HookType.BEFORE,
-    )
+if TYPE_CHECKING:
+    from sglang.srt.managers.schedule_batch import Req, ScheduleBatch
 
 
-def new_token_slice(req: Any, block: list[int], fdfo_accepted: int | None) -> slice | None:
+def new_token_slice(req: Req, block: list[int], fdfo_accepted: int | None) -> slice | None:
     """Which positions of a request's returned block become new output tokens, as
     `process_batch_result_dllm` decides it; None when none do."""
     if fdfo_accepted is None:  # synchronous mode: the block after its prompt positions
@@ -42,11 +36,14 @@ def new_token_slice(req: Any, block: list[int], fdfo_accepted: int | None) -> sl
     return slice(max(0, len(block) - n), len(block))
 
 
-def _append_logprobs_before_result(self: Any, batch: Any, result: Any, *args: Any, **kwargs: Any) -> None:
-    buf = getattr(getattr(result, "logits_output", None), LOGPROBS_ATTR, None)
+def append_logprobs(batch: ScheduleBatch, result: Any) -> None:
+    """Each `return_logprob` request's new tokens' logprobs onto `req.logprob` (one host copy)."""
+    logits_output = getattr(result, "logits_output", None)
+    run = peek(logits_output, ForwardRecord) if logits_output is not None else None
+    buf = run.logprobs if run is not None else None
     reqs = batch.reqs
     if buf is None or not result.next_token_ids or not any(r.return_logprob for r in reqs):
-        return None
+        return
     accepted = result.accept_length_per_req_cpu  # FDFO only
     host = buf.to("cpu").tolist()  # [B][S]: the one device->host copy of this round's logprobs
     for i, req in enumerate(reqs):
@@ -66,4 +63,3 @@ def _append_logprobs_before_result(self: Any, batch: Any, result: Any, *args: An
         row = host[i][len(host[i]) - len(block):]  # sync mode: the block minus its prompt part
         req.logprob.output_token_logprobs_val.extend(row[cut])
         req.logprob.output_token_logprobs_idx.extend(block[cut])
-    return None

@@ -1,0 +1,22 @@
+"""BEFORE `SchedulerDllmMixin.process_batch_result_dllm`, SGLang's step that turns a diffusion
+batch's result into committed tokens: what the plugin adds to each request first, in this order:
+its forward counts (forward_stats.py), then its new tokens' logprobs (logprobs.py). Both read the
+`ForwardRecord` the algorithm's run left on the logits output; neither changes the result."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sglang_llada.output.forward_stats import count_forwards
+from sglang_llada.output.logprobs import append_logprobs
+
+if TYPE_CHECKING:
+    from sglang.srt.dllm.mixin.scheduler import SchedulerDllmMixin
+    from sglang.srt.managers.schedule_batch import ScheduleBatch
+
+
+def process_batch_result_before(self: SchedulerDllmMixin, batch: ScheduleBatch, result: Any, *args: Any, **kwargs: Any) -> None:
+    """BEFORE `SchedulerDllmMixin.process_batch_result_dllm`."""
+    count_forwards(batch, result)
+    append_logprobs(batch, result)
+    return None
