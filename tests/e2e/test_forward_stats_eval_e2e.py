@@ -63,7 +63,7 @@ def test_shipped_toy_answers_heldout_tasks(cli_server: Server) -> None:
 def test_readme_chat_example_answers(cli_server: Server) -> None:
     """README's request (a held-out upper-casing) through the OpenAI chat API."""
     ex = next(e for e in heldout_split() if e.task == "upper")
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert ex.prompt in readme
     r = requests.post(
         cli_server.url + "/v1/chat/completions",
