@@ -51,6 +51,9 @@ applies the requests' `logit_bias` and repetition / frequency / presence penalti
 rows it scores (sampling.py `LogitAdjuster`, kernels/logit_adjust.py); a batch that sets none takes
 the fast path (nothing runs). min_p is a sampling filter and travels with `sampling()`.
 
+The mask id is never written: every step scores with its logit column at -inf (`scored`), so the
+confidences and logprobs are probabilities among the tokens a step may write.
+
 Control tokens: on a LLaDA2.2 checkpoint (DllmConfig `delete_token_id` / `split_token_id` set) the
 DELETE / SPLIT ids are not text; only `llada2_levenshtein` interprets them. The other algorithms score
 with those logit columns at -inf (`confidence_excluding`: overwritten in place, restored after the
@@ -285,8 +288,12 @@ class LladaAlgorithm(DllmAlgorithm):
         return self._adjuster(forward_batch, logits, live, self.mask_id, self.block_size)
 
     def scored(self, logits: Tensor, live: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
-        """`confidence` with the control tokens (DELETE / SPLIT) excluded, if the checkpoint has them."""
-        return confidence_excluding(logits, live, [(c, None) for c in self.control_ids], **kwargs)
+        """`confidence` with the mask id and the control tokens (DELETE / SPLIT, if the checkpoint has
+        them) excluded: a committed position must hold a text token. Were the mask id committed, the
+        position would still read as masked, and a sampled step that kept drawing it re-ran its block
+        without end (seen on the trained toy at temperature 2). The confidence is therefore the
+        probability among the tokens a step may write."""
+        return confidence_excluding(logits, live, [(c, None) for c in (self.mask_id, *self.control_ids)], **kwargs)
 
     def init_step_state(self, forward_batch: Any) -> List[Any]:
         """One `RowState` per request, all rows of one fresh `Rows` (logprobs zeroed)."""

@@ -198,10 +198,11 @@ def generate_reference_with_stats(
     ``len(prompt) // block_size`` (a partial last prompt block is denoised together with the first
     generated positions; prompt positions are never changed). For each block, repeat: forward the
     sequence up to the end of the block (block-causal mask); at the still-masked positions of the
-    block take the argmax token and its softmax probability; commit every masked position with
+    block take the argmax token and its softmax probability, the mask id excluded (its logit at -inf);
+    commit every masked position with
     probability > threshold, or if none passes, the single most confident one (ties: lowest
     index) -- until the block has no masked position. Which positions are still masked is tracked
-    separately from the token ids, so a committed token equal to ``mask_id`` counts as decoded.
+    separately from the token ids (a committed token never equals ``mask_id``: it is excluded).
     With ``eos_ids``, decoding stops after the first block in which an eos was generated, and the
     output is cut after the first eos (inclusive).
     """
@@ -226,7 +227,8 @@ def generate_reference_with_stats(
         while bool(masked[lo:hi].any()):
             logits = model.forward(seq[:hi], block_size=B)[lo:hi]  # [B, V]
             n_fw += 1
-            probs = logits.float().softmax(dim=-1)  # [B, V]
+            # the mask id is never a candidate (as in our algorithms: a written position holds text)
+            probs = logits.float().index_fill(-1, torch.tensor([mask_id]), float("-inf")).softmax(dim=-1)  # [B, V]
             conf, tok = probs.max(dim=-1)  # [B] each (argmax: first max index)
             still = masked[lo:hi]  # [B]
             conf = conf.masked_fill(~still, float("-inf"))
