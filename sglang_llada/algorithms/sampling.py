@@ -29,6 +29,12 @@ min_p (`sampling_kwargs`): handed to the kernel per position when `need_min_p_sa
 the tokens with p >= min_p * p_max, in sampled rows only -- as SGLang's sampler, whose greedy rows
 take the argmax (which always passes min-p anyway).
 
+min_new_tokens (`LogitAdjuster`): as SGLang's BatchedMinNewTokensPenalizer for autoregressive
+decoding, a request's stop tokens (its stop_token_ids, the model's EOS ids, the tokenizer's) get
+-inf at its first min_new_tokens output positions, so no stop token ends it earlier; stop strings
+are not affected (nor are they in SGLang). A block is decoded in any order, so the ban is by output
+position (absolute position - prompt length), not by how many tokens were written so far.
+
 Logit adjustments (`LogitAdjuster`, called by every algorithm on the step's logits before the
 kernel, whatever the `sampling` knob): `logit_bias` and the frequency / presence / repetition
 penalties, applied in place by kernels/logit_adjust.py with SGLang's formulas and order (see that
@@ -230,11 +236,37 @@ class _BatchPenalties:
     active: Tensor  # [B] bool: the request sets a penalty
 
 
+@dataclass
+class _BatchMinNew:
+    """A batch's `min_new_tokens` inputs on the device, built once per (requests, values) key."""
+
+    key: Any
+    prompt_lens: Tensor  # [B] int64
+    min_new: Tensor  # [B] int64 (0: none)
+    stop_ids: Tensor  # [B, K] int64: the request's stop tokens, padded with its first one (0 if none)
+    has_stop: Tensor  # [B] bool: the request has at least one stop token in the vocabulary
+
+
+def request_stop_ids(req: Any) -> set[int]:
+    """The tokens `min_new_tokens` keeps out of a request's first outputs: as SGLang's
+    BatchedMinNewTokensPenalizer, its stop_token_ids, the model's EOS ids and the tokenizer's."""
+    tok = getattr(req, "tokenizer", None)
+    ids = set(getattr(req.sampling_params, "stop_token_ids", None) or ())
+    ids |= set(getattr(req, "eos_token_ids", None) or ())
+    ids |= set(getattr(tok, "additional_stop_token_ids", None) or ())
+    eos = getattr(tok, "eos_token_id", None)
+    if eos is not None:
+        ids.add(eos)
+    return {int(i) for i in ids if i is not None}
+
+
 class LogitAdjuster:
-    """Applies the batch's `logit_bias` and repetition / frequency / presence penalties to a step's
-    logits (in place, live rows only; see the module docstring). One per algorithm instance."""
+    """Applies the batch's `logit_bias`, repetition / frequency / presence penalties and
+    `min_new_tokens` to a step's logits (in place, live rows only; see the module docstring). One per
+    algorithm instance."""
 
     def __init__(self) -> None:
+        self._min_new: Optional[_BatchMinNew] = None
         self._penalties: Optional[_BatchPenalties] = None
         self._bias_src: Optional[Tensor] = None  # the batch's logit_bias the two below come from
         self._bias: Optional[Tensor] = None  # [B, V] fp32, padded / cut to the logits' width
@@ -252,10 +284,15 @@ class LogitAdjuster:
         pens = self._batch_penalties(info, b, v, logits.device)
         if pens is None:
             self._penalties = None  # do not hold an earlier batch's [B, V] counts
-        if bias is None and pens is None:
+        min_new = self._batch_min_new(info, b, v, logits.device)
+        if bias is None and pens is None and min_new is None:
             return logits  # the fast path
         if logits.is_inference() and not torch.is_inference_mode_enabled():
             logits = logits.clone()  # an inference tensor cannot be written outside inference mode
+        if min_new is not None:
+            self._ban_early_stops(forward_batch, logits, live, min_new, block_size)
+        if bias is None and pens is None:
+            return logits
         active = bias_active if pens is None else (pens.active if bias_active is None else pens.active | bias_active)
         assert active is not None  # bias or penalties are set (else the fast path above)
         rows = live & per_position(active, block_size)
@@ -268,6 +305,44 @@ class LogitAdjuster:
             col = logits[:, mask_id]
             col.copy_(torch.where(rows, float("-inf"), col))
         return logits
+
+    # -- min_new_tokens --------------------------------------------------------------------------
+
+    def _batch_min_new(self, info: Any, b: int, v: int, device: torch.device) -> Optional[_BatchMinNew]:
+        orchestrator = getattr(info, "penalizer_orchestrator", None)
+        if orchestrator is None or not getattr(orchestrator, "is_required", False):
+            self._min_new = None
+            return None  # SGLang requires its penalizers when a request sets min_new_tokens
+        reqs = batch_requests(info)
+        mins = [int(getattr(r.sampling_params, "min_new_tokens", 0) or 0) for r in reqs] if reqs is not None else []
+        if reqs is None or len(reqs) != b or not any(m > 0 for m in mins):
+            self._min_new = None
+            return None
+        key = (tuple((id(r), str(r.rid), len(r.origin_input_ids)) for r in reqs), tuple(mins), v, device)
+        if self._min_new is not None and self._min_new.key == key:
+            return self._min_new
+        stops = [sorted(i for i in request_stop_ids(r) if 0 <= i < v) if m > 0 else [] for r, m in zip(reqs, mins)]
+        k = max(1, max(len(s) for s in stops))
+        padded = [s + [s[0]] * (k - len(s)) if s else [0] * k for s in stops]  # duplicates write the same value
+        ints = torch.tensor([[len(r.origin_input_ids) for r in reqs], mins, [bool(s) for s in stops]], dtype=torch.int64)
+        ints, ids = _to_device(ints, device), _to_device(torch.tensor(padded, dtype=torch.int64), device)
+        self._min_new = _BatchMinNew(key, ints[0], ints[1], ids, ints[2].bool())
+        return self._min_new
+
+    @staticmethod
+    def _ban_early_stops(forward_batch: Any, logits: Tensor, live: Tensor, mn: _BatchMinNew, block_size: int) -> None:
+        """Stop tokens at -inf at the live positions whose output index is below the request's
+        min_new_tokens (output index = absolute position - prompt length; a block is decoded in any
+        order, so the ban is by position, not by how many tokens were written so far)."""
+        b, s = mn.min_new.shape[0], block_size
+        positions = getattr(forward_batch, "positions", None)
+        if positions is None or positions.numel() < b * s:
+            raise RuntimeError("min_new_tokens needs the batch's positions, which this forward batch does not carry")
+        out_index = positions[: b * s].view(b, s).to(torch.int64) - mn.prompt_lens[:, None]  # [B, S]
+        early = (out_index < mn.min_new[:, None]) & mn.has_stop[:, None] & live.view(b, s)  # [B, S]
+        cols = mn.stop_ids[:, None, :].expand(b, s, mn.stop_ids.shape[1]).reshape(b * s, -1)  # [N, K]
+        current = logits.gather(1, cols)
+        logits.scatter_(1, cols, torch.where(early.view(-1, 1), float("-inf"), current))
 
     # -- logit_bias ------------------------------------------------------------------------------
 

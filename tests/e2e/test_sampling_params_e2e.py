@@ -71,6 +71,24 @@ def test_logit_bias_on_the_mask_token_cannot_hang_a_request(server: Server) -> N
     assert len(ids) == 64 and MASK_ID not in ids
 
 
+def test_min_new_tokens_keeps_stop_tokens_out_of_the_first_outputs(server: Server) -> None:
+    """The trained toy answers "Add: 012+034" with "0046" and an end-of-text token; with
+    min_new_tokens it may not stop before that many tokens (as SGLang's autoregressive penalizer)."""
+    from sglang_llada.eval import render_prompts
+    from sglang_llada.toy.tasks import Example
+
+    prompt = render_prompts([Example("add", "Add: 012+034", "0046")])[0]
+    eos = {257, 265}  # the toy's <|endoftext|> / <|role_end|>
+    params = {"max_new_tokens": 40, "temperature": 0}
+    short = generate(server.url, {"text": prompt, "sampling_params": params}, timeout=180)
+    assert short["text"].strip() == "0046" and len(short["output_ids"]) <= 5
+    for n in (10, 33):  # within the first block, and across two blocks
+        out = generate(server.url, {"text": prompt, "sampling_params": {**params, "min_new_tokens": n}}, timeout=180)
+        ids = out["output_ids"]
+        assert len(ids) >= n and not eos & set(ids[:n]), (n, ids)
+        assert out["text"].startswith("0046")
+
+
 def test_hot_sampling_never_writes_the_mask_token(server: Server) -> None:
     """At temperature 2 the trained toy draws the mask id itself now and then; before the mask id
     was excluded from every step's candidates, seed 3 on this prompt re-ran its block for ever."""
