@@ -27,8 +27,9 @@ index, and the valid range:
 - `input_embeds` is a non-empty list of rows of `hidden_size` numbers.
 vocab_size and hidden_size are the tokenizer manager's `model_config` (the checkpoint's config).
 
-On a diffusion server (any `--dllm-algorithm`) three fields are refused outright, each because the
-diffusion path cannot serve it:
+On a diffusion server (any `--dllm-algorithm`) these fields are refused outright, each because the
+diffusion path cannot serve it (`return_sampling_mask`, `return_routed_experts` and
+`return_indexer_topk` too: SGLang's token sampler and capturers, which produce them, never run):
 - `custom_logit_processor` (accepted by SGLang only with `--enable-custom-logit-processor`): logit
   processors run in SGLang's token sampler, which diffusion decoding never calls; the processor was
   silently ignored, and a malformed one raised in the scheduler while the batch was built;
@@ -177,6 +178,18 @@ def diffusion_unservable_error(obj: GenerateReqInput) -> Optional[str]:
             "with the masked block being denoised, from token ids, and SGLang holds embeddings for the "
             "prompt positions only; send input_ids or text"
         )
+    if getattr(obj, "return_sampling_mask", False):
+        return (
+            "return_sampling_mask is not supported by diffusion decoding: the mask describes the token "
+            "sampler's kept set for one next token, and diffusion steps choose many positions' tokens "
+            "in a kernel of their own; drop return_sampling_mask"
+        )
+    for name in ("return_routed_experts", "return_indexer_topk"):
+        if getattr(obj, name, False):
+            return (
+                f"{name} is not supported for LLaDA2 diffusion models: the sglang-llada model class "
+                f"routes its own MoE / attention and does not record them; drop {name}"
+            )
     return None
 
 

@@ -66,6 +66,9 @@ def test_greedy_by_default_and_seeded_sampling_repeats(fp32_server: Server) -> N
         ({"return_logprob": True, "logprob_start_len": 0}, "prompt logprobs"),
         ({"return_logprob": True, "top_logprobs_num": 2}, "top_logprobs_num"),
         ({"return_logprob": True, "token_ids_logprob": [5, 6]}, "token_ids_logprob"),
+        ({"return_sampling_mask": True}, "return_sampling_mask"),
+        ({"return_routed_experts": True}, "return_routed_experts"),
+        ({"return_indexer_topk": True}, "return_indexer_topk"),
     ],
 )
 def test_unservable_requests_get_a_400_and_the_server_keeps_serving(fp32_server: Server, payload: dict, word: str) -> None:

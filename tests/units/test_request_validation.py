@@ -87,6 +87,8 @@ def test_fields_a_diffusion_server_cannot_serve() -> None:
         req(custom_logit_processor='{"callable": "x"}'))
     assert "session_params is not supported" in rv.diffusion_unservable_error(req(session_params={"id": "s"}))
     assert "input_embeds is not supported" in rv.diffusion_unservable_error(req(input_embeds=[[0.0] * HIDDEN]))
+    for name in ("return_sampling_mask", "return_routed_experts", "return_indexer_topk"):
+        assert f"{name} is not supported" in rv.diffusion_unservable_error(req(**{name: True}))
 
 
 def test_request_error_names_the_prompt_field() -> None:
