@@ -47,7 +47,7 @@ SEAMS: tuple[Seam, ...] = (
     # -- start-up: launcher and every scheduler rank ------------------------------------------------
     Seam("start-up", "entry point", "sglang.srt.plugins", "sglang_llada.plugin:register",
          "SGLang runs it in every process it starts; it calls install()"),
-    Seam("start-up", "entry point", "sglang.srt.platforms", "sglang_llada.startup.platform:activate",
+    Seam("start-up", "entry point", "sglang.srt.platforms", "sglang_llada.platform:activate",
          "a torch CPU platform when the machine has no accelerator"),
     Seam("start-up", "config", "transformers.AutoConfig.register", "sglang_llada.configs.llada2:LLaDA2MoeConfig",
          "`model_type: llada2_moe` loads without --trust-remote-code"),

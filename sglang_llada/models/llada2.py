@@ -100,7 +100,7 @@ def routing_blocks(forward_batch: ForwardBatch, num_tokens: int, block_size: int
 
 
 def _on_cpu_platform() -> bool:
-    from sglang_llada.startup.platform import activate
+    from sglang_llada.platform import activate
 
     return activate() is not None
 

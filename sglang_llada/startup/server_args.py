@@ -30,7 +30,7 @@ def default_device_for_cpu_platform(server_args: ServerArgs, previous: Callable[
     """
     from sglang.srt.arg_groups.overrides import declare_resolution, resolving_view
 
-    from sglang_llada.startup.platform import activate
+    from sglang_llada.platform import activate
 
     if resolving_view(server_args).device is None and activate() is not None:
         declare_resolution(server_args, "sglang_llada", device="cpu")

@@ -68,7 +68,7 @@ def test_llada2_detection_leaves_other_models_alone(tiny_checkpoint: Path, tmp_p
 
 
 def test_cpu_platform_activates_only_without_accelerator(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sglang_llada.startup import platform
+    from sglang_llada import platform
 
     assert platform.activate() == platform.PLATFORM_CLASS  # no GPU on this machine
     monkeypatch.setenv("SGLANG_USE_CPU_ENGINE", "1")
@@ -79,7 +79,7 @@ def test_cpu_platform_activates_only_without_accelerator(monkeypatch: pytest.Mon
 
 
 def test_core_split_is_disjoint() -> None:
-    from sglang_llada.startup.platform import _split_cores
+    from sglang_llada.platform import _split_cores
 
     groups = [set(g.split(",")) for g in _split_cores(2).split("|")]
     assert len(groups) == 2 and not (groups[0] & groups[1])

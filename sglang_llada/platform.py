@@ -18,7 +18,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-PLATFORM_CLASS = "sglang_llada.startup.platform.TorchCpuPlatform"
+PLATFORM_CLASS = "sglang_llada.platform.TorchCpuPlatform"
 DEFAULT_CPU_MAX_TOTAL_TOKENS = 131072
 
 
