@@ -86,6 +86,7 @@ def _assert_same(tri: torch.Tensor, ref: torch.Tensor) -> None:
 
 def _sglang_reference(logits: torch.Tensor, s: int, pen: la.Penalties, own, bias) -> torch.Tensor:
     """Row by row, SGLang's penalizers fed the row's seen tokens, then logit_bias (fp32 on CPU)."""
+    pytest.importorskip("sglang.srt.sampling.penaltylib")  # absent only on the GPU check machine (bench/gpu_check.py)
     from sglang.srt.sampling.penaltylib import (
         BatchedFrequencyPenalizer,
         BatchedPresencePenalizer,
@@ -353,6 +354,7 @@ def test_adjuster_never_lets_an_adjusted_row_pick_the_mask_id() -> None:
 
 
 def _algorithms(s: int):
+    pytest.importorskip("sglang.srt.dllm.config")  # absent only on the GPU check machine (bench/gpu_check.py)
     from sglang.srt.dllm.config import DllmConfig
 
     from sglang_llada.algorithms.edit import EditAlgorithm
