@@ -505,6 +505,23 @@ def _refuse_unsupported_runtime() -> None:
             "sglang-llada's LLaDA2MoeModelLM does not support --enable-dp-attention; drop it "
             "(tensor parallelism shards the attention heads)"
         )
+    features = _runtime_features()
+    for flag in ("enable_return_routed_experts", "enable_return_indexer_topk"):
+        if getattr(features, flag, False):
+            raise ValueError(
+                f"sglang-llada's LLaDA2MoeModelLM does not support --{flag.replace('_', '-')}: it routes its "
+                "own MoE and records no routing; drop the flag"
+            )
+
+
+def _runtime_features() -> object | None:
+    """SGLang's runtime feature switches (`get_exec().features`), None outside a scheduler process."""
+    try:
+        from sglang.srt.runtime_context import get_exec
+
+        return get_exec().features
+    except Exception:  # not published (unit tests building the class directly)
+        return None
 
 
 class LLaDA2MoeModelLM(nn.Module):

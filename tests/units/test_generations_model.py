@@ -208,6 +208,12 @@ def test_block_routing_refusals(checkpoints: dict[str, Path], monkeypatch: pytes
     monkeypatch.setattr(ours, "get_moe_a2a_backend", lambda: SimpleNamespace(is_deepep=lambda: True))
     with pytest.raises(ValueError, match="does not support --moe-a2a-backend deepep"):
         ours.LLaDA2SparseMoe(config, 1, None, "mlp")
+    for flag in ("enable_return_routed_experts", "enable_return_indexer_topk"):
+        monkeypatch.setattr(ours, "_runtime_features", lambda flag=flag: SimpleNamespace(**{flag: True}))
+        with pytest.raises(ValueError, match=f"does not support --{flag.replace('_', '-')}"):
+            ours._refuse_unsupported_runtime()
+    monkeypatch.setattr(ours, "_runtime_features", lambda: None)
+    ours._refuse_unsupported_runtime()  # neither flag: nothing refused
     for field, value, message in (
         ("score_function", "softmax", "needs score_function 'sigmoid'"),
         ("expert_capacity", 1, "num_experts_per_tok <= expert_capacity"),
