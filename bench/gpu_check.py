@@ -51,6 +51,7 @@ def import_kernels() -> None:
 import_kernels()
 
 import _timing  # noqa: E402  (bench/_timing.py: this script's folder is sys.path[0])
+import step_bench  # noqa: E402  (its SGLang rows import SGLang lazily; its batch needs only torch)
 import torch  # noqa: E402
 
 from sglang_llada.kernels import block_routing as br  # noqa: E402
@@ -60,7 +61,6 @@ from sglang_llada.kernels import select_commit as sc  # noqa: E402
 from sglang_llada.kernels.testing import interpreted  # noqa: E402
 
 BLOCK = 32
-MASK_ID = 156895
 EXPERTS, TOP_K, CAPACITY = 256, 8, 48
 
 
@@ -84,22 +84,13 @@ def timed(run: Callable[[], Any], device: torch.device, args: Any) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
-def step_inputs(b: int, vocab: int, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
-    """B blocks of 32 positions, about 60% masked, a confident token on a third of the rows."""
-    g = torch.Generator().manual_seed(seed)
+def step_inputs(b: int, vocab: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """step_bench's batch (B blocks of 32, about 60% masked, a confident token on a third of the rows)
+    plus the mask flags and a top-k of 50."""
+    batch = step_bench.make_batch(b, vocab, device)
     n = b * BLOCK
-    logits = torch.randn(n, vocab, generator=g) * 2.0
-    confident = torch.arange(0, n, 3)
-    logits[confident, torch.randint(0, vocab, (confident.numel(),), generator=g)] += 25.0
-    masked = torch.rand(n, generator=g) < 0.6
-    mask_id = min(MASK_ID, vocab - 1)
-    ids = torch.where(masked, mask_id, torch.randint(0, vocab, (n,), generator=g))
-    return {
-        "logits": logits.to(device), "input_ids": ids.to(device), "is_masked": masked.to(device),
-        "threshold": torch.full((b,), 0.95, device=device), "k": torch.ones(b, dtype=torch.int32, device=device),
-        "temperature": torch.ones(n, device=device), "seeds": torch.full((n,), 1234, dtype=torch.int64, device=device),
-        "offsets": torch.arange(n, device=device), "top_k": torch.full((n,), 50, dtype=torch.int32, device=device),
-    }
+    return {**batch, "is_masked": batch["input_ids"] == step_bench.MASK_ID,
+            "top_k": torch.full((n,), 50, dtype=torch.int32, device=device)}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ drops it when the block is done or the request leaves, so nothing is owned elsew
 Logprobs: every step records, for the positions it writes, the log of the probability the
 position was committed with (the `confidence` kernel's prob: the softmax at temperature 1 when
 greedy, the request's tempered / top-k / top-p distribution when sampling) in `Rows.logprobs`
-[B, S]; `run` pins the batch's rows on its logits output (attribute `LOGPROBS_ATTR`), and the
+[B, S]; `run` pins the batch's rows on its logits output (its `ForwardRecord`, sglang_llada.state), and the
 scheduler side (`sglang_llada/output/logprobs.py`) copies them to the host once per round, only for
 batches with a `return_logprob` request. A token re-written by an edit step gets the logprob of
 its last write.

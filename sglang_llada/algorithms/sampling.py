@@ -73,15 +73,10 @@ all come from the adjusted distribution.
   them takes the fast path: a few attribute reads on the host, no device work.
   bench/logit_adjust_bench.py times each part (bench/results/logit_adjust_bench.md).
 
-The mask id: in the rows it adjusts, the adjuster also sets the mask token's logit to -inf. A
-mask-to-token step that commits the mask id itself leaves its position masked for ever (SGLang then
-re-runs the request's block without end: a hung request), and a `logit_bias` on the mask id (or a
-negative penalty) would make that a one-line request. (Unadjusted rows keep the algorithms'
-behaviour, which can hit the same hang when sampling at a high temperature draws the mask id.)
+The mask id needs nothing here: every algorithm scores with the mask column at -inf (base.py
+`scored`), so neither a `logit_bias` on it nor a negative penalty can make a step write it.
 
-Not applied here: grammars and custom logit processors (the request front end refuses both), and
-`min_new_tokens` (SGLang's min-new-tokens penalizer keeps the stop tokens out until the output is
-that long; the diffusion decoders do not). If a batch sets penalties but carries no penalizer
+Not applied here: grammars and custom logit processors (the request front end refuses both). If a batch sets penalties but carries no penalizer
 orchestrator (an SGLang that ran the dLLM path under the overlap scheduler, which hands the forward
 a copy without it), the penalties cannot be reached and are skipped with a warning, once.
 """
@@ -300,11 +295,7 @@ class LogitAdjuster:
         if pens is not None:
             counts, self_token = self._step_counts(forward_batch, pens, mask_id, block_size, v)
             penalties = Penalties(counts, pens.frequency, pens.presence, pens.repetition)
-        logits = logit_adjust(logits, rows, block_size, penalties, self_token, bias)
-        if 0 <= mask_id < v:  # never commit the mask id in an adjusted row (module docstring)
-            col = logits[:, mask_id]
-            col.copy_(torch.where(rows, float("-inf"), col))
-        return logits
+        return logit_adjust(logits, rows, block_size, penalties, self_token, bias)
 
     # -- min_new_tokens --------------------------------------------------------------------------
 

@@ -66,7 +66,7 @@ def test_logit_bias_forces_a_token_and_removes_one(server: Server, greedy: list[
 
 
 def test_logit_bias_on_the_mask_token_cannot_hang_a_request(server: Server) -> None:
-    """Committing the mask id leaves a position masked for ever; adjusted rows exclude it."""
+    """Committing the mask id leaves a position masked for ever; no step ever writes it (base.py `scored`)."""
     ids = _ids(server, timeout=120.0, logit_bias={str(MASK_ID): 100.0})
     assert len(ids) == 64 and MASK_ID not in ids
 

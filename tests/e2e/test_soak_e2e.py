@@ -26,7 +26,7 @@ The same soak must fail when the plugin's request validation is off
 (`SGLANG_LLADA_DISABLE_REQUEST_VALIDATION=1`, a switch for this test only): on such a server
 `test_forward_failure_aborts_its_batch_and_the_server_keeps_serving` first shows that a forward that
 fails on one batch's data (token ids outside the vocabulary, on top of a prompt taken from the radix
-cache) costs only that batch a 500, with nothing leaked (request_validation.py's run_batch hook), and
+cache) costs only that batch a 500, with nothing leaked (scheduler/fault_isolation.py's run_batch hook), and
 `test_soak_without_validation_fails` then runs a short soak and sees 5xx answers and the scheduler
 die (the stop ids / custom logit processor kinds raise while a batch is built, which nothing but the
 validation prevents).

@@ -336,18 +336,6 @@ def test_sampling_kwargs_carry_min_p() -> None:
     assert sampling_kwargs(fb, 3, torch.zeros(2, dtype=torch.int64), SeedCache())["min_p"] is None
 
 
-def test_adjuster_never_lets_an_adjusted_row_pick_the_mask_id() -> None:
-    s, v, mask = 2, 12, 7
-    bias = torch.zeros(2, v, device=DEVICE)
-    bias[0, mask] = 100.0  # a request biased towards the mask id would never finish its block
-    fb = _fb([[mask, mask], [mask, mask]], [4, 4], None, bias=bias)
-    logits = torch.randn(4, v, device=DEVICE)
-    orig = logits.clone()
-    out = LogitAdjuster()(fb, logits, torch.ones(4, dtype=torch.bool, device=DEVICE), mask, s)
-    assert torch.isneginf(out[:2, mask]).all()
-    assert torch.equal(out[2:], orig[2:])  # request 1 sets nothing: untouched, mask column included
-
-
 # ----------------------------------------------------------------------------------------------
 # every algorithm scores the adjusted logits
 # ----------------------------------------------------------------------------------------------
@@ -369,6 +357,23 @@ def _algorithms(s: int):
         extra = {"delete_token_id": 30, "split_token_id": 31} if cls is LevenshteinAlgorithm else {}
         yield cls(DllmConfig(algorithm=cls.NAME, algorithm_config={}, block_size=s, mask_id=M,
                              max_running_requests=8, **extra))
+
+
+def test_no_algorithm_writes_the_mask_id_even_when_biased_to_it() -> None:
+    """A step that wrote the mask id would leave its position masked for ever (a hung request);
+    every algorithm scores with the mask column at -inf (base.py `scored`), whatever the bias."""
+    s, v = 2, 120
+    for algo in _algorithms(s):
+        bias = torch.zeros(2, v, device=DEVICE)
+        bias[0, M] = 100.0  # request 0 biased towards the mask id; request 1's model prefers it anyway
+        fb = _fb([[M] * s, [M] * s], [4, 4], [_req("a", [0], []), _req("b", [0], [])], bias=bias, is_all_greedy=True)
+        logits = torch.randn(2 * s, v, device=DEVICE)
+        logits[:, M] += 20.0
+        states = algo.init_step_state(fb)
+        for _ in range(3 * s):
+            if all(algo.step(fb, logits.clone(), states)):
+                break
+        assert M not in fb.input_ids.tolist(), (algo.NAME, fb.input_ids.tolist())
 
 
 def test_every_algorithm_decodes_from_the_adjusted_logits() -> None:
