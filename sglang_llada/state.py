@@ -38,3 +38,9 @@ def attach(obj: object, value: R) -> R:
     """Sets `obj`'s record of `type(value)` (replacing any earlier one)."""
     setattr(obj, _attr(type(value)), value)
     return value
+
+
+def discard(obj: object, kind: type) -> None:
+    """Removes `obj`'s record of type `kind`, if any."""
+    if hasattr(obj, _attr(kind)):
+        delattr(obj, _attr(kind))

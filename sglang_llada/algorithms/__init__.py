@@ -7,6 +7,12 @@
 | `llada2_factor`      | `unmask.FactorAlgorithm`           | factor (1.0)                                            | factor                                |
 | `llada2_edit`        | `edit.EditAlgorithm`               | mode (none), threshold, edit_threshold, max_edit_steps  | all four (max_edit_steps <= 64)       |
 | `llada2_levenshtein` | `levenshtein.LevenshteinAlgorithm` | mode (Q), the same three, max_indel_steps (32)          | all five (both budgets <= 64)         |
+| `llada2_exact`       | `exact.ExactAlgorithm`             | draft_depth (8)                                         | draft_depth                           |
+
+`llada2_exact` gives, token for token, the output of `llada2_static` with `tokens_per_step: 1`
+(greedy, most confident position first) in fewer forwards: it drafts several commits from one
+forward and verifies them in one batched forward (exact.py); it decodes greedily only and refuses
+sampling and logit adjustments with a message.
 
 `mode` presets (threshold / edit_threshold / max_edit_steps): `none` 0.95 / 0.9 / 4 (llada2_edit's
 default, its values before modes), `Q` 0.7 / 0.5 / 16 and `S` 0.5 / 0.0 / 16 (the LLaDA2.1 model
@@ -52,10 +58,16 @@ class ForwardRecord:
     """What one `DllmAlgorithm.run` leaves on its logits output for the scheduler's result step
     (`sglang_llada.state` record): `logprobs` [B, S], each row's committed tokens' log-probabilities
     (base.py fills it, output/logprobs.py reads it); `forwards`, the model forwards the run made
-    (output/forward_stats.py fills and reads it)."""
+    (output/forward_stats.py fills and reads it), and the positions behind them."""
 
     logprobs: Optional[Any] = None
     forwards: int = 0
+    # verification forwards the algorithm made itself (llada2_exact), beside the runner's `forward`s,
+    # and the positions they computed for each row [B] (host ints)
+    draft_forwards: int = 0
+    draft_positions: Optional[list[int]] = None
+    # positions each row occupied in all of the run's forwards [B] (output/forward_stats.py)
+    row_positions: Optional[list[int]] = None
 
 # name -> "module:Class", resolved on demand
 CLASS_PATHS: dict[str, str] = {
@@ -64,6 +76,7 @@ CLASS_PATHS: dict[str, str] = {
     "llada2_factor": "sglang_llada.algorithms.unmask:FactorAlgorithm",
     "llada2_edit": "sglang_llada.algorithms.edit:EditAlgorithm",
     "llada2_levenshtein": "sglang_llada.algorithms.levenshtein:LevenshteinAlgorithm",
+    "llada2_exact": "sglang_llada.algorithms.exact:ExactAlgorithm",
 }
 
 

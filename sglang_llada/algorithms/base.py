@@ -200,6 +200,12 @@ class LladaAlgorithm(DllmAlgorithm):
         return check_request_knobs(dllm, cls.REQUEST_KNOBS, cls.NAME)
 
     @classmethod
+    def request_error(cls, params: Mapping[str, Any]) -> Optional[str]:
+        """Why this algorithm cannot honour a request's sampling params (the dict as sent, checked in
+        the tokenizer process: a 400), or None. Every algorithm here honours them all but llada2_exact."""
+        return None
+
+    @classmethod
     def validate_request(cls, req: Any) -> Optional[str]:
         """SGLang's scheduler-side check (an error string aborts the request with a 400): the
         request's knobs, again, so that `step` never sees a bad value whatever the entry point."""

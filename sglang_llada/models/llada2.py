@@ -64,7 +64,9 @@ from transformers import PretrainedConfig
 
 from sglang_llada.kernels.block_causal_attention import block_causal_attention
 from sglang_llada.kernels.block_routing import block_route, flat_blocks, request_blocks
+from sglang_llada.models.draft_copies import DraftCopies, compact_kv
 from sglang_llada.models.weights import iter_hf_weights
+from sglang_llada.state import attach, discard, peek
 
 # LLaDA2's training block (the in-tree DllmConfig hard-codes the same for this architecture).
 DEFAULT_BLOCK_SIZE = 32
@@ -380,7 +382,10 @@ class LLaDA2Attention(nn.Module):
             q, k = self._qk_norm(q, k)
         q, k = self.rotary_emb(positions, q, k)
         mode = forward_batch.forward_mode
-        if mode == ForwardMode.EXTEND:
+        copies = peek(forward_batch, DraftCopies)
+        if copies is not None:
+            out = self._draft_copies_attention(q, k, v, copies)
+        elif mode == ForwardMode.EXTEND:
             out = self._block_causal_extend(q, k, v, forward_batch, self.block_size)
         elif mode == ForwardMode.DLLM_EXTEND and self.own_block_attention:
             out = self._block_causal_extend(q, k, v, forward_batch, ALL_KEYS)
@@ -412,6 +417,30 @@ class LLaDA2Attention(nn.Module):
             prefix_lens,
             extend_lens,
             block_size,
+            self.attn.scaling,
+        )
+        return out.reshape(-1, self.q_size)
+
+
+    def _draft_copies_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, copies: DraftCopies) -> torch.Tensor:
+        """A verification forward (models/draft_copies.py): each copy sees its request's cached
+        prefix and its own block; nothing is written to the KV pool."""
+        D = self.head_dim
+        pool = get_token_to_kv_pool()
+        layer = self.attn.layer_id
+        own_k, own_v = k.reshape(-1, self.num_kv_heads, D), v.reshape(-1, self.num_kv_heads, D)
+        copies.own_kv.append((own_k, own_v))
+        keys = compact_kv(pool.get_key_buffer(layer)[copies.prefix_slots], own_k)
+        values = compact_kv(pool.get_value_buffer(layer)[copies.prefix_slots], own_v)
+        out = block_causal_attention(
+            q.reshape(-1, self.num_heads, D),
+            keys,
+            values,
+            copies.req_to_token,
+            copies.rows,
+            copies.prefix_lens,
+            copies.extend_lens,
+            ALL_KEYS,
             self.attn.scaling,
         )
         return out.reshape(-1, self.q_size)
@@ -561,6 +590,29 @@ class LLaDA2MoeModelLM(nn.Module):
     ):
         hidden = self.model(input_ids, positions, forward_batch, input_embeds)
         return self.logits_processor(input_ids, hidden, self.lm_head, forward_batch)
+
+    @torch.no_grad()
+    def forward_draft_copies(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, forward_batch: ForwardBatch, copies: DraftCopies
+    ) -> torch.Tensor:
+        """[C * S, V] logits of a verification forward (`llada2_exact`, models/draft_copies.py):
+        input_ids / positions [C * S], copy after copy; `forward_batch` is the denoising batch
+        whose requests' prefixes the copies read. Called inside the batch's forward context."""
+        attach(forward_batch, copies)
+        try:
+            hidden = self.model(input_ids, positions, forward_batch)
+        finally:
+            discard(forward_batch, DraftCopies)
+        return self.logits_processor(input_ids, hidden, self.lm_head, forward_batch).full_logits
+
+    def store_draft_kv(self, forward_batch: ForwardBatch, copies: DraftCopies, rows: torch.Tensor, loc: torch.Tensor) -> None:
+        """Writes the K/V that `forward_draft_copies(copies)` computed for its token rows `rows` [R]
+        to the KV pool at `loc` [R] (llada2_exact: the kept copies, at their requests' block slots).
+        Called inside the batch's forward context."""
+        write = KVWriteLoc(loc, physical=forward_batch.out_cache_loc_is_physical)
+        pool = get_token_to_kv_pool()
+        for layer, (k, v) in zip(self.model.layers, copies.own_kv):
+            pool.set_kv_buffer(layer.attention.attn, write, k[rows], v[rows])
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Load HF-layout tensors (per-expert or fused 3-D experts) into the TP/EP shards."""

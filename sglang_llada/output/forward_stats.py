@@ -4,7 +4,10 @@ Fields (present on every response of a diffusion request; documented in README):
   dllm_forwards           model forwards that denoised this request's blocks, including the
                           forward that writes a finished block's KV -- the "forwards" of TPF;
   dllm_prefill_forwards   forwards that only encoded prompt blocks (nothing to denoise);
-  dllm_tokens_per_forward completion_tokens / dllm_forwards (TPF), once dllm_forwards > 0.
+  dllm_tokens_per_forward completion_tokens / dllm_forwards (TPF), once dllm_forwards > 0;
+  dllm_positions          token positions those denoising forwards computed for this request (a
+                          block per forward, plus llada2_exact's verification copies): the work
+                          behind the forwards, which a GPU pays for once a batch is large.
 While streaming, each chunk carries the counts so far.
 
 How (all through SGLang's hook registry, no patch):
@@ -34,11 +37,16 @@ if TYPE_CHECKING:
 
 FORWARDS = "dllm_forwards"
 PREFILL_FORWARDS = "dllm_prefill_forwards"
+POSITIONS = "dllm_positions"
 TOKENS_PER_FORWARD = "dllm_tokens_per_forward"
 # The names the counts travel under through SGLang's customized-info channel. SGLang keeps
 # such fields as lists (and slices them per token when streaming incrementally); the public
 # fields are plain numbers, so they get other names and are filled in at the very end.
-_CHANNEL = {FORWARDS: "sglang_llada.forwards", PREFILL_FORWARDS: "sglang_llada.prefill_forwards"}
+_CHANNEL = {
+    FORWARDS: "sglang_llada.forwards",
+    PREFILL_FORWARDS: "sglang_llada.prefill_forwards",
+    POSITIONS: "sglang_llada.positions",
+}
 
 
 @dataclass
@@ -47,9 +55,10 @@ class ForwardCounts:
 
     forwards: int = 0  # denoising forwards (incl. the KV-storing one): FORWARDS
     prefill_forwards: int = 0  # forwards that only encoded its prompt blocks: PREFILL_FORWARDS
+    positions: int = 0  # positions its denoising forwards computed for it: POSITIONS
 
     def get(self, public: str) -> int:
-        return self.forwards if public == FORWARDS else self.prefill_forwards
+        return {FORWARDS: self.forwards, PREFILL_FORWARDS: self.prefill_forwards, POSITIONS: self.positions}[public]
 
 
 class _CountingRunner:
@@ -72,21 +81,28 @@ def run_around(original: Callable[..., Any], self: DllmAlgorithm, model_runner: 
     counting = _CountingRunner(model_runner)
     out = original(self, counting, *args, **kwargs)
     if out[0] is not None:  # LogitsProcessorOutput (or a tensor): both take an attribute
-        record(out[0], ForwardRecord).forwards = counting.forwards
+        rec = record(out[0], ForwardRecord)
+        rec.forwards = counting.forwards + rec.draft_forwards  # llada2_exact's verification forwards too
+        lens = getattr(args[0], "extend_seq_lens_cpu", None) if args else None
+        if lens is not None:  # each row's tokens in each forward, plus its verification copies
+            extra = rec.draft_positions or [0] * len(lens)
+            rec.row_positions = [int(n) * counting.forwards + e for n, e in zip(lens, extra)]
     return out
 
 
 def count_forwards(batch: ScheduleBatch, result: Any) -> None:
     """Step 2 (called by output/batch_result.py before SGLang processes the batch's result)."""
     run = peek(result.logits_output, ForwardRecord) if result is not None else None
-    n = run.forwards if run is not None else 0
-    if not n:
+    if run is None or not run.forwards:
         return
-    for req in batch.reqs:
+    n = run.forwards
+    for i, req in enumerate(batch.reqs):
         committed = len(req.origin_input_ids) + len(req.output_ids)
         counts = record(req, ForwardCounts)
         if req.extend_end > committed:
             counts.forwards += n
+            if run.row_positions is not None:
+                counts.positions += run.row_positions[i]
         else:
             counts.prefill_forwards += n
 

@@ -33,6 +33,10 @@ knobs sent to a server that decodes with one of SGLang's in-tree algorithms are 
 what it accepts and the server algorithm. Batched `/generate` requests are checked item by item
 (SGLang validates each item). The scheduler checks them again (`LladaAlgorithm.validate_request`).
 
+Algorithm limits: an algorithm may refuse sampling parameters it cannot honour (its class's
+`request_error`: `llada2_exact` decodes greedily and refuses temperature > 0, logit_bias, penalties,
+min_new_tokens), checked after the default temperature is filled in.
+
 Getting them to the algorithm is the scheduler's part (sglang_llada/scheduler/batch_policy.py).
 """
 
@@ -143,4 +147,18 @@ def validate_one_request_after(result: None, manager: TokenizerManager, obj: Gen
         raise ValueError(error)
     if isinstance(obj.sampling_params, dict) and obj.sampling_params.get("temperature") is None:
         obj.sampling_params["temperature"] = default_temperature(manager)
+    error = algorithm_request_error(obj, algorithm)
+    if error is not None:
+        raise ValueError(error)
     return None
+
+
+def algorithm_request_error(obj: GenerateReqInput, algorithm: str) -> Optional[str]:
+    """What the server's algorithm itself refuses in the request's sampling params (its class's
+    `request_error`, e.g. sampling under llada2_exact), or None."""
+    from sglang_llada.algorithms import CLASS_PATHS, algorithm_class
+
+    if algorithm not in CLASS_PATHS:
+        return None
+    params = obj.sampling_params if isinstance(obj.sampling_params, dict) else {}
+    return algorithm_class(algorithm).request_error(params)
