@@ -612,6 +612,7 @@ class LLaDA2MoeModelLM(nn.Module):
         write = KVWriteLoc(loc, physical=forward_batch.out_cache_loc_is_physical)
         pool = get_token_to_kv_pool()
         for layer, (k, v) in zip(self.model.layers, copies.own_kv):
+            assert isinstance(layer, LLaDA2DecoderLayer)
             pool.set_kv_buffer(layer.attention.attn, write, k[rows], v[rows])
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
