@@ -132,6 +132,34 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- trace ---------------------------------------------------------------------------------
+
+
+def _trace_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt", help="the user message (sent in LLaDA2's chat template unless --raw)")
+    p.add_argument("--url", default="http://127.0.0.1:30000", help="a running sglang-llada diffusion server")
+    p.add_argument("--raw", action="store_true", help="send the prompt text as is, without the chat template")
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--out", default="trace.html", help="the HTML page to write")
+    p.add_argument("--json", default=None, help="also write the trajectory data to this JSON file")
+
+
+def _trace(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from sglang_llada.trace_view import fetch_trace, render_html, render_prompt
+
+    data = fetch_trace(args.url, render_prompt(args.prompt, args.raw), args.max_new_tokens, args.temperature)
+    Path(args.out).write_text(render_html(data), encoding="utf-8")
+    if args.json:
+        Path(args.json).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    n, forwards = len(data["output_ids"]), data["forwards"]
+    print(f"{n} tokens in {forwards} denoising forwards; trajectory written to {args.out}")
+    return 0
+
+
 # --- registry -------------------------------------------------------------------------------
 
 _SUBCOMMANDS: dict[str, _Subcommand] = {
@@ -144,6 +172,11 @@ _SUBCOMMANDS: dict[str, _Subcommand] = {
         help="score a running server on the toy tasks (accuracy, TPF, tokens/s, latency)",
         add_arguments=_eval_args,
         handler=_eval,
+    ),
+    "trace": _Subcommand(
+        help="draw one request's decoding trajectory (which forward committed each token) as an HTML page",
+        add_arguments=_trace_args,
+        handler=_trace,
     ),
     "tiny-checkpoint": _Subcommand(
         help="write a random-weight toy LLaDA2 checkpoint (HF layout) to DIR",

@@ -61,6 +61,9 @@ class ForwardRecord:
     (output/forward_stats.py fills and reads it), and the positions behind them."""
 
     logprobs: Optional[Any] = None
+    # (first_at, last_at) [B, S] int32: the forward (from 1, within the block) that chose each
+    # position's first / last write (base.py `Rows`; output/trace.py reads it)
+    trace: Optional[tuple[Any, Any]] = None
     forwards: int = 0
     # verification forwards the algorithm made itself (llada2_exact), beside the runner's `forward`s,
     # and the positions they computed for each row [B] (host ints)

@@ -25,6 +25,11 @@ Per-request state: `init_step_state` gives each request a `RowState`, a row of a
 on the device; SGLang keeps it for the request between FDFO rounds (`req.dllm_algo_state`) and
 drops it when the block is done or the request leaves, so nothing is owned elsewhere.
 
+Trajectory: `Rows` also counts the forwards each row's block has seen (`forward_no`, +1 per step,
+in `rows_of`) and, per position, the forward whose logits chose its first and its last write
+(`first_at` / `last_at`, in `record_logprobs`); `run` pins both on the logits output beside the
+logprobs, and output/trace.py returns them to requests that ask (`custom_params.dllm_trace`).
+
 Logprobs: every step records, for the positions it writes, the log of the probability the
 position was committed with (the `confidence` kernel's prob: the softmax at temperature 1 when
 greedy, the request's tempered / top-k / top-p distribution when sampling) in `Rows.logprobs`
@@ -93,6 +98,10 @@ class Rows:
     """Per-request step state of a batch, batched on the device (subclasses add fields)."""
 
     logprobs: Tensor  # [B, S] fp32: log-prob of each position's last write in this block
+    # the decoding trajectory (output/trace.py): forwards are numbered from 1 within the block
+    forward_no: Tensor  # [B] int32: the number of the forward whose logits the current step reads
+    first_at: Tensor  # [B, S] int32: the forward whose logits chose a position's first write (0: none)
+    last_at: Tensor  # [B, S] int32: ... its last write (differs from first_at once an edit rewrote it)
 
 
 @dataclass
@@ -304,18 +313,26 @@ class LladaAlgorithm(DllmAlgorithm):
     def init_step_state(self, forward_batch: Any) -> List[Any]:
         """One `RowState` per request, all rows of one fresh `Rows` (logprobs zeroed)."""
         b = forward_batch.batch_size
-        rows = Rows(logprobs=self.zero_logprobs(forward_batch))
+        rows = Rows(**self.base_row_fields(forward_batch))
         return [RowState(rows, i) for i in range(b)]
 
-    def zero_logprobs(self, forward_batch: Any) -> Tensor:
+    def base_row_fields(self, forward_batch: Any) -> dict[str, Tensor]:
+        """The `Rows` fields every algorithm keeps, fresh for a new block (subclasses add theirs)."""
         b, device = forward_batch.batch_size, forward_batch.input_ids.device
-        return torch.zeros(b, self.block_size, dtype=torch.float32, device=device)
+        s = self.block_size
+        return {
+            "logprobs": torch.zeros(b, s, dtype=torch.float32, device=device),
+            "forward_no": torch.zeros(b, dtype=torch.int32, device=device),
+            "first_at": torch.zeros(b, s, dtype=torch.int32, device=device),
+            "last_at": torch.zeros(b, s, dtype=torch.int32, device=device),
+        }
 
     def rows_of(self, forward_batch: Any, states: List[Any]) -> Any:
         """The batch's per-request rows, in batch order (`gather_rows`); remembered for `run`."""
         if any(st is None for st in states):  # a caller without SGLang's states (unit tests)
             states[:] = self.init_step_state(forward_batch)
         self._last_rows = gather_rows(states)
+        self._last_rows.forward_no += 1  # every step reads one new forward's logits
         return self._last_rows
 
     def run(self, model_runner: Any, forward_batch: Any, algo_states: Optional[List[Any]] = None) -> Any:
@@ -323,7 +340,9 @@ class LladaAlgorithm(DllmAlgorithm):
         self._last_rows = None
         out = super().run(model_runner, forward_batch, algo_states)
         if out[0] is not None and self._last_rows is not None:
-            record(out[0], ForwardRecord).logprobs = self._last_rows.logprobs
+            rec = record(out[0], ForwardRecord)
+            rec.logprobs = self._last_rows.logprobs
+            rec.trace = (self._last_rows.first_at, self._last_rows.last_at)
         return out
 
     def _run_sync(self, model_runner: Any, forward_batch: Any) -> Any:
@@ -359,10 +378,15 @@ class LladaAlgorithm(DllmAlgorithm):
 
     @staticmethod
     def record_logprobs(rows: Any, written: Tensor, prob: Tensor) -> None:
-        """written [N] bool, prob [N] fp32: keep log(prob) where this step wrote a token."""
+        """written [N] bool, prob [N] fp32: keep log(prob) where this step wrote a token, and the
+        number of the forward whose logits chose it (the trajectory, output/trace.py)."""
         buf = rows.logprobs  # [B, S]
+        w = written.view_as(buf)
         lp = torch.log(prob.to(torch.float32).clamp(min=1e-30)).view_as(buf)
-        buf.copy_(torch.where(written.view_as(buf), lp, buf))
+        buf.copy_(torch.where(w, lp, buf))
+        at = rows.forward_no[:, None]  # [B, 1]
+        rows.first_at.copy_(torch.where(w & (rows.first_at == 0), at, rows.first_at))
+        rows.last_at.copy_(torch.where(w, at, rows.last_at))
 
     def masked_positions(self, forward_batch: Any) -> Tensor:
         """[N] bool: positions holding the mask token that are not prompt (as LowConfidence.step).

@@ -183,7 +183,7 @@ class EditAlgorithm(LladaAlgorithm):
         b = forward_batch.batch_size
         device = forward_batch.input_ids.device
         rows = EditRows(
-            logprobs=self.zero_logprobs(forward_batch),
+            **self.base_row_fields(forward_batch),
             prompt=self._prompt_mask(forward_batch).reshape(b, self.block_size).clone(),
             edit_steps=torch.zeros(b, dtype=torch.int32, device=device),
             finished=torch.zeros(b, dtype=torch.bool, device=device),

@@ -254,13 +254,21 @@ class ExactAlgorithm(LladaAlgorithm):
         kept_rows = ((torch.arange(a, device=ids.device) * d + kept - 1)[:, None] * s + torch.arange(s, device=ids.device)).reshape(-1)
         self._in_context(model_runner, fb, lambda model: model.store_draft_kv(fb, layout, kept_rows, fb.out_cache_loc.view(-1, s)[act].reshape(-1)))
 
-        # logprobs: draft 0 was committed with the current state's prob, draft j >= 1 with copy j-1's
+        # logprobs: draft 0 was committed with the current state's prob, draft j >= 1 with copy j-1's;
+        # trajectory: draft 0 was chosen by the current state's forward, the others by this one
         commit_prob = torch.cat([prob.gather(1, order[:, :1]), best_prob[:, :-1]], dim=1)  # [A, d]
         chosen = j[None, :] < kept[:, None]  # [A, d]
         lp_rows = rows.logprobs[act]  # [A, S]
         lp = torch.log(commit_prob.clamp(min=1e-30))
         lp_rows.scatter_(1, order, torch.where(chosen, lp, lp_rows.gather(1, order)))
         rows.logprobs.index_copy_(0, act, lp_rows)
+        now = rows.forward_no[act]  # [A]
+        at = torch.where(j[None, :] == 0, now[:, None], now[:, None] + 1).to(torch.int32)  # [A, d]
+        for field in (rows.first_at, rows.last_at):  # a commit is a first write here: no edits
+            got = field[act]
+            got.scatter_(1, order, torch.where(chosen, at, got.gather(1, order)))
+            field.index_copy_(0, act, got)
+        rows.forward_no.index_copy_(0, act, now + 1)
 
     @classmethod
     def _copies_forward(cls, model_runner: Any, input_ids: Tensor, positions: Tensor, fb: Any, layout: Any) -> Tensor:

@@ -243,7 +243,7 @@ class LevenshteinAlgorithm(LladaAlgorithm):
             return torch.zeros(b, dtype=dtype, device=device)
 
         rows = LevenshteinRows(
-            logprobs=self.zero_logprobs(forward_batch),
+            **self.base_row_fields(forward_batch),
             prompt=prompt,
             orig=(ids == self.mask_id) & ~prompt,
             steps=zeros(torch.int32),
@@ -322,14 +322,15 @@ class LevenshteinAlgorithm(LladaAlgorithm):
         # -- DELETE / SPLIT, consumed now; state and logprobs move with their tokens
         is_del = written & (new == self.delete_id) & ~no_ctrl
         is_split = written & (new == self.split_id) & ~no_ctrl
-        lp_before = rows.logprobs.clone()
+        before = {f: getattr(rows, f).clone() for f in ("logprobs", "first_at", "last_at")}
         self.record_logprobs(rows, (written & ~is_del & ~is_split).reshape(-1), prob)
         tokens, first, second = apply_indel(new, old, is_del, is_split, self.mask_id)
         orig = scatter_moved(first, second, rows.orig & ~is_split, rows.orig, False)
-        lp = scatter_moved(first, second, torch.where(is_split, 0.0, rows.logprobs), lp_before, 0.0)
         ids.copy_(tokens)
         rows.orig.copy_(orig)
-        rows.logprobs.copy_(lp)
+        for f, old_values in before.items():  # logprobs and trajectory move with their tokens
+            now = getattr(rows, f)
+            now.copy_(scatter_moved(first, second, torch.where(is_split, 0, now), old_values, 0))
 
         # -- bookkeeping and done flags
         changed = (tokens != old).any(dim=1)

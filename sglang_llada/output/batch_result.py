@@ -1,7 +1,8 @@
 """BEFORE `SchedulerDllmMixin.process_batch_result_dllm`, SGLang's step that turns a diffusion
 batch's result into committed tokens: what the plugin adds to each request first, in this order:
-its forward counts (forward_stats.py), then its new tokens' logprobs (logprobs.py). Both read the
-`ForwardRecord` the algorithm's run left on the logits output; neither changes the result."""
+its forward counts (forward_stats.py), then its new tokens' logprobs (logprobs.py), then their
+trajectory (trace.py, which reads the counts). All read the `ForwardRecord` the algorithm's run
+left on the logits output; none changes the result."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sglang_llada.output.forward_stats import count_forwards
 from sglang_llada.output.logprobs import append_logprobs
+from sglang_llada.output.trace import append_trace
 
 if TYPE_CHECKING:
     from sglang.srt.dllm.mixin.scheduler import SchedulerDllmMixin
@@ -19,4 +21,5 @@ def process_batch_result_before(self: SchedulerDllmMixin, batch: ScheduleBatch, 
     """BEFORE `SchedulerDllmMixin.process_batch_result_dllm`."""
     count_forwards(batch, result)
     append_logprobs(batch, result)
+    append_trace(batch, result)
     return None

@@ -56,6 +56,7 @@ class ForwardCounts:
     forwards: int = 0  # denoising forwards (incl. the KV-storing one): FORWARDS
     prefill_forwards: int = 0  # forwards that only encoded its prompt blocks: PREFILL_FORWARDS
     positions: int = 0  # positions its denoising forwards computed for it: POSITIONS
+    block_start: int = 0  # `forwards` before its current block's first forward (output/trace.py)
 
     def get(self, public: str) -> int:
         return {FORWARDS: self.forwards, PREFILL_FORWARDS: self.prefill_forwards, POSITIONS: self.positions}[public]
@@ -100,6 +101,8 @@ def count_forwards(batch: ScheduleBatch, result: Any) -> None:
         committed = len(req.origin_input_ids) + len(req.output_ids)
         counts = record(req, ForwardCounts)
         if req.extend_end > committed:
+            if not req.dllm_incomplete_ids:  # this run started a block (FDFO keeps unfinished ones)
+                counts.block_start = counts.forwards
             counts.forwards += n
             if run.row_positions is not None:
                 counts.positions += run.row_positions[i]

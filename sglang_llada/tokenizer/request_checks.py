@@ -33,6 +33,9 @@ knobs sent to a server that decodes with one of SGLang's in-tree algorithms are 
 what it accepts and the server algorithm. Batched `/generate` requests are checked item by item
 (SGLang validates each item). The scheduler checks them again (`LladaAlgorithm.validate_request`).
 
+Trajectory opt-in: `custom_params: {"dllm_trace": true}` (output/trace.py) must be a boolean and needs
+one of our algorithms on a diffusion server (else a 400 that says so).
+
 Algorithm limits: an algorithm may refuse sampling parameters it cannot honour (its class's
 `request_error`: `llada2_exact` decodes greedily and refuses temperature > 0, logit_bias, penalties,
 min_new_tokens), checked after the default temperature is filled in.
@@ -107,6 +110,31 @@ def request_knobs_error(obj: GenerateReqInput, algorithm: str) -> Optional[str]:
     return None
 
 
+def trace_error(obj: GenerateReqInput, algorithm: Optional[str]) -> Optional[str]:
+    """Why a request's `custom_params.dllm_trace` (output/trace.py) cannot be honoured, or None."""
+    from sglang_llada.output.trace import TRACE_KEY
+
+    params = obj.sampling_params if isinstance(obj.sampling_params, dict) else {}
+    custom = params.get("custom_params")
+    if not isinstance(custom, dict) or TRACE_KEY not in custom:
+        return None
+    value = custom[TRACE_KEY]
+    if not isinstance(value, bool):
+        return f"custom_params.{TRACE_KEY} must be true or false, got {value!r}"
+    if not value:
+        return None
+    from sglang_llada.algorithms import CLASS_PATHS
+
+    if algorithm is None:
+        return f"custom_params.{TRACE_KEY}: the decoding trajectory exists only on a diffusion server (LLaDA2); drop it"
+    if algorithm not in CLASS_PATHS:
+        return (
+            f"custom_params.{TRACE_KEY} needs one of sglang-llada's algorithms (--dllm-algorithm "
+            f"{', '.join(CLASS_PATHS)}); this server decodes with {algorithm}"
+        )
+    return None
+
+
 def default_temperature(manager: TokenizerManager) -> float:
     """The checkpoint's generation_config temperature, else 0.0 (greedy, the LLaDA2 default)."""
     try:
@@ -137,7 +165,7 @@ def validate_one_request_after(result: None, manager: TokenizerManager, obj: Gen
 
     algorithm = _dllm_algorithm(manager.server_args)
     input_ids = args[0] if args else kwargs.get("input_ids")
-    error = request_error(manager, obj, input_ids, diffusion=algorithm is not None)
+    error = request_error(manager, obj, input_ids, diffusion=algorithm is not None) or trace_error(obj, algorithm)
     if error is not None:
         raise ValueError(error)
     if algorithm is None:

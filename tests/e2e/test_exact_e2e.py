@@ -76,6 +76,10 @@ def test_request_draft_depth_and_logprobs(exact_server: Server, one_per_step: li
     r = generate(exact_server.url, {"text": PROMPTS[1], "sampling_params": _params(), "return_logprob": True})
     lps = [lp for lp, _, _ in r["meta_info"]["output_token_logprobs"]]
     assert len(lps) == len(r["output_ids"]) and all(lp <= 0 for lp in lps)
+    traced = _run(exact_server, PROMPTS[2], custom_params={"dllm_trace": True})
+    at = traced["meta_info"]["dllm_committed_at"]
+    assert len(at) == len(traced["output_ids"]) and max(at) <= traced["meta_info"]["dllm_forwards"]
+    assert max(at.count(a) for a in set(at)) >= 2  # a verification forward confirmed several commits
     bad = requests.post(exact_server.url + "/generate",
                         json={"text": PROMPTS[0], "sampling_params": _params(custom_params={"dllm": {"draft_depth": 99}})}, timeout=60)
     assert bad.status_code == 400 and "draft_depth" in bad.text

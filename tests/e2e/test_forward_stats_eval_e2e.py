@@ -155,3 +155,31 @@ def test_ar_twin_serves_autoregressively(tmp_path, neutral_dir: Path) -> None:
             assert "dllm_forwards" not in out["meta_info"]
     finally:
         server.stop()
+
+
+def test_trace_fields_and_page(cli_server: Server, tmp_path: Path) -> None:
+    """`custom_params.dllm_trace`: per output token, the forward that committed it, consistent with
+    the forward count and block order; `sglang-llada trace` draws it."""
+    ex = next(e for e in heldout_split() if e.task == "upper")
+    page, data_path = tmp_path / "trace.html", tmp_path / "trace.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "sglang_llada", "trace", ex.prompt, "--url", cli_server.url, "--out", str(page), "--json", str(data_path)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    assert "denoising forwards" in out.stdout
+    data = json.loads(data_path.read_text())
+    at, n = data["committed_at"], len(data["output_ids"])
+    assert len(at) == n == len(data["rewritten_at"]) == len(data["tokens"]) and n > 32
+    assert all(isinstance(a, int) and 1 <= a <= data["forwards"] for a in at)
+    assert data["rewritten_at"] == [None] * n  # threshold decoding never rewrites
+    assert len(set(at)) < n  # several tokens per forward
+    first = 32 - data["prompt_tokens"] % 32  # output tokens in the first (partial) block
+    blocks = [at[:first]] + [at[i : i + 32] for i in range(first, n, 32)]
+    assert all(max(a) < min(b) for a, b in zip(blocks, blocks[1:]))  # blocks decode in order
+    html = page.read_text()
+    assert "<script" in html and f"{n} output tokens" in html and ex.answer.split()[0][:3] in html
+    bad = requests.post(cli_server.url + "/generate", timeout=60,
+                        json={"text": "hi", "sampling_params": {"max_new_tokens": 4, "custom_params": {"dllm_trace": "yes"}}})
+    assert bad.status_code == 400 and "dllm_trace" in bad.text
+    plain = generate(cli_server.url, {"text": "hi", "sampling_params": {"max_new_tokens": 4}})
+    assert "dllm_committed_at" not in plain["meta_info"]  # opt-in

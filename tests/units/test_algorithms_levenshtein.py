@@ -135,6 +135,8 @@ def test_delete_shifts_left_and_pads_with_mask() -> None:
     lp = rows.logprobs[0].tolist()
     assert lp[4] == pytest.approx(math.log(0.99), abs=1e-5) and lp[5] == 0.0  # 9 moved from 5 to 4
     assert rows.indel_steps.tolist() == [1]
+    # the trajectory moves with the tokens too: 9, written by this step's forward (1), is now at 4
+    assert rows.first_at.tolist() == [[0, 0, 0, 0, 1, 0]] and rows.last_at.tolist() == [[0, 0, 0, 0, 1, 0]]
 
 
 def test_delete_below_edit_threshold_is_not_applied() -> None:

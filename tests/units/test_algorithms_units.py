@@ -21,6 +21,7 @@ from sglang.srt.dllm.config import DllmConfig
 
 from sglang_llada.algorithms import CLASS_PATHS, register
 from sglang_llada.algorithms.edit import EditAlgorithm, EditState
+from sglang_llada.algorithms.exact import ExactAlgorithm
 from sglang_llada.algorithms.knobs import REQUEST_STEP_CAP
 from sglang_llada.algorithms.levenshtein import LevenshteinAlgorithm
 from sglang_llada.algorithms.unmask import (
@@ -227,6 +228,10 @@ def test_edit_replaces_tokens_only_above_edit_threshold() -> None:
     # same prediction as the current token: not an edit, whatever its probability
     done = algo.step(fb, logits_for([[15, 16, 7, 18]], [[0.99, 0.99, 0.99, 0.99]]), states)
     assert ids_of(fb) == [[5, 16, 7, 18]] and done == [True]
+    # the trajectory: which forward chose each position's first and last write (0: none, the prompt)
+    rows = states[0].rows
+    assert rows.forward_no.tolist() == [3]
+    assert rows.first_at.tolist() == [[0, 1, 1, 2]] and rows.last_at.tolist() == [[0, 2, 1, 2]]
 
 
 def test_edit_stops_after_max_edit_steps() -> None:
@@ -368,7 +373,7 @@ def test_register_adds_names_to_sglang_registry() -> None:
     register()  # idempotent
     expected = {"llada2_threshold": ThresholdAlgorithm, "llada2_static": StaticAlgorithm,
                 "llada2_factor": FactorAlgorithm, "llada2_edit": EditAlgorithm,
-                "llada2_levenshtein": LevenshteinAlgorithm}
+                "llada2_levenshtein": LevenshteinAlgorithm, "llada2_exact": ExactAlgorithm}
     assert set(CLASS_PATHS) == set(expected)
     for name, cls in expected.items():
         assert algo_name_to_cls[name] is cls and get_algorithm_cls(name) is cls
