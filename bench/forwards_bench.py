@@ -19,7 +19,9 @@ radix cache: output tokens/s over the wall time (median of `--repeats` runs: thi
 varies by +-30%), exact match, and the model's work: batch forwards and token positions, from
 SGLang's per-forward log lines ("Prefill batch ... #new-token") plus llada2_exact's own line per
 run for its verification forwards (they do not pass through SGLang's scheduler). "same as 1/step"
-is the share of requests whose output ids equal the static 1/step row's.
+is the share of requests whose output ids equal the static 1/step row's. For the first example,
+each of our schedules also writes its trajectory page (`forwards_trace_<schedule>.html`, the page
+of `sglang-llada trace`): which forward committed each token.
 
 Folded store (the KV-storing forward folded into the next block's first forward) is not
 implemented yet; it has no row.
@@ -135,6 +137,12 @@ def run_config(name: str, server_args: list[str], args: argparse.Namespace, work
             median = ordered[(len(ordered) - 1) // 2]
             levels.append({"concurrency": c, **median, "tok_s_repeats": [r["output_tokens_per_s"] for r in reps]})
         bar.close()
+        if args.traces and "LowConfidence" not in server_args:  # the trajectory page needs our algorithms
+            from sglang_llada.trace_view import fetch_trace, render_html
+
+            data = fetch_trace(server.url, prompts[0], MAX_NEW)
+            page = args.out.parent / f"{args.out.name}_trace_{tag}.html"
+            page.write_text(render_html(data, f"{name}: {examples[0].prompt}"), encoding="utf-8")
     finally:
         server.stop()
     return {"name": name, "server_args": server_args, "levels": levels}
@@ -198,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
     p.add_argument("--repeats", type=int, default=3, help="tok/s is the median of this many runs")
     p.add_argument("--out", type=Path, default=RESULTS / "forwards")
+    p.add_argument("--no-traces", dest="traces", action="store_false",
+                   help="skip the trajectory pages (OUT_trace_<schedule>.html, `sglang-llada trace`) of the first example")
     args = p.parse_args(argv)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
