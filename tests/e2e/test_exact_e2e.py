@@ -105,3 +105,12 @@ def test_exact_in_synchronous_mode(tmp_path_factory: pytest.TempPathFactory, neu
         with ThreadPoolExecutor(max_workers=5) as pool:
             got = list(pool.map(lambda p: _run(server, p), PROMPTS))
         assert [g["output_ids"] for g in got] == [w["output_ids"] for w in one_per_step]
+
+
+def test_exact_under_tensor_parallelism(tmp_path_factory: pytest.TempPathFactory, neutral_dir: Path, one_per_step: list[dict]) -> None:
+    """`--tp 2` (gloo on CPU): every rank runs the same verification rounds on its head shard."""
+    args = ["--dllm-algorithm", "llada2_exact", "--tp", "2"]
+    for server in served(TRAINED_TOY_DIR, args, neutral_dir, tmp_path_factory.mktemp("logs") / "exact-tp2.log"):
+        with ThreadPoolExecutor(max_workers=5) as pool:
+            got = list(pool.map(lambda p: _run(server, p), PROMPTS))
+        assert [g["output_ids"] for g in got] == [w["output_ids"] for w in one_per_step]
