@@ -20,7 +20,9 @@ are written to the block's slots of the KV cache; after the round that writes a 
 they are exactly its final KV (the forward that other algorithms spend on storing it, base.py).
 
 Forwards per block: 1 (all masks) + verification forwards, against 32 + 1 for the one-per-step
-schedule. Positions per forward grow with D (D copies of the block per request).
+schedule. Positions per forward grow with D (D copies of the block per request), and so do the
+verification forward's logits: [A * D * 32, V] for A rows still decoding (fp32, 2.6 GB at A = 16,
+D = 8, V = 157,184).
 
 Knob: `draft_depth` (default 8; 1..32): D, the states verified per forward; per request too
 (`custom_params: {"dllm": {"draft_depth": 4}}`). `draft_depth: 1` is the one-per-step schedule
