@@ -41,8 +41,9 @@ drafted position with the one-per-step decoder's noise; not implemented), `logit
 repetition / frequency / presence penalties and `min_new_tokens` (they adjust each state's logits
 by what that state holds; the copies' states differ).
 
-Both of SGLang's loops: synchronous (`--no-dllm-fdfo`) and FDFO (the default): either way one
-`run` decodes and stores a whole block of every row.
+Both of SGLang's loops: synchronous (`--no-dllm-fdfo`: one `run` decodes and stores a whole block
+of every row) and FDFO (the default: a run ends once fewer than half of its decoding rows still have masks;
+the others finish in later runs, beside new blocks).
 """
 
 from __future__ import annotations
@@ -156,13 +157,15 @@ class ExactAlgorithm(LladaAlgorithm):
         if all(start == s for start in start_list):
             return out.logits_output, [], None, None, out.can_run_graph
         rec = record(out.logits_output, ForwardRecord)
-        rec.draft_forwards, rec.draft_positions = self._decode(model_runner, fb, rows, out.logits_output.full_logits)
+        rec.draft_forwards, rec.draft_positions, _ = self._decode(model_runner, fb, rows, out.logits_output.full_logits)
         next_ids = fb.input_ids.view(b, s)
         return out.logits_output, [next_ids[i, start_list[i]:] for i in range(b)], None, None, out.can_run_graph
 
     def _run_fdfo(self, model_runner: Any, forward_batch: Any, algo_states: Optional[List[Any]]) -> Any:
-        """FDFO (SGLang's default): the same work in one run; every row leaves it with its block
-        written and stored, so each run is a whole block and rows join and leave between runs."""
+        """FDFO (SGLang's default): the same work, but a run ends (after one round at least) once
+        fewer than half of the rows that came with masks still have some; those stragglers come back next run (their state and KV kept by SGLang),
+        where the run's ordinary forward gives their current logits again, while finished rows make
+        room for new blocks. Without this, every run lasted as long as its slowest row."""
         if not forward_batch.forward_mode.is_dllm_extend():
             return self._run_prompt_blocks(model_runner, forward_batch)
         fb = forward_batch
@@ -176,14 +179,24 @@ class ExactAlgorithm(LladaAlgorithm):
         rows = self.rows_of(fb, states)
         out = model_runner.forward(fb, pp_proxy_tensors=None)
         rec = record(out.logits_output, ForwardRecord)
-        rec.draft_forwards, rec.draft_positions = self._decode(model_runner, fb, rows, out.logits_output.full_logits)
+        rec.draft_forwards, rec.draft_positions, left = self._decode(
+            model_runner, fb, rows, out.logits_output.full_logits, stragglers_wait=True
+        )
         next_ids = fb.input_ids.view(b, s).tolist()
-        return out.logits_output, next_ids, [s] * b, [None] * b, out.can_run_graph
+        done = [n == 0 for n in left]
+        return (
+            out.logits_output, next_ids, [s if d else 0 for d in done],
+            [None if d else states[i] for i, d in enumerate(done)], out.can_run_graph,
+        )
 
-    def _decode(self, model_runner: Any, fb: Any, rows: Any, logits: Tensor) -> tuple[int, list[int]]:
-        """Verification rounds until no row of the batch has a masked position; `logits` [N, V] are
-        the current state's. Returns the number of verification forwards and the positions they
-        computed for each row [B]."""
+    def _decode(
+        self, model_runner: Any, fb: Any, rows: Any, logits: Tensor, stragglers_wait: bool = False
+    ) -> tuple[int, list[int], list[int]]:
+        """Verification rounds until no row of the batch has a masked position (with
+        `stragglers_wait`, until fewer than half of those that had some at the start have);
+        `logits` [N, V] are the current state's.
+        Returns the number of verification forwards, the positions they computed for each row [B]
+        and each row's masked positions left [B]."""
         b, s = fb.batch_size, self.block_size
         ids = fb.input_ids.view(b, s)
         prompt = getattr(fb, "dllm_prompt_mask", None)
@@ -193,11 +206,12 @@ class ExactAlgorithm(LladaAlgorithm):
         depths = self._depths(fb)
         depth_dev = torch.tensor(depths, dtype=torch.int64).to(ids.device, non_blocking=True)
         positions = fb.positions.view(b, s)
-        verifies, spent = 0, [0] * b
+        verifies, spent, started = 0, [0] * b, 0
         for _ in range(s + 1):  # each round commits >= 1 position of every active row
             left = ((ids == self.mask_id) & writable).sum(dim=1).tolist()  # [B]: the round's one host read
             active = [i for i, n in enumerate(left) if n > 0]
-            if not active:
+            started = started or len(active)  # rows that came with masks (>= 1 round for them)
+            if not active or (stragglers_wait and 2 * len(active) < started):
                 break
             # copies beyond a row's masked count would repeat its last state
             d = min(max(depths[r] for r in active), max(left[r] for r in active), s)
@@ -207,7 +221,7 @@ class ExactAlgorithm(LladaAlgorithm):
             self._verify(model_runner, fb, ids, writable, cur_tok, cur_prob, rows, active, d, depth_dev, positions)
         # SGLang logs one line per scheduler forward; these forwards are ours (bench/forwards_bench.py reads it)
         logger.info("llada2_exact: %d verification forwards, %d positions", verifies, sum(spent))
-        return verifies, spent
+        return verifies, spent, left
 
     def _verify(
         self, model_runner: Any, fb: Any, ids: Tensor, writable: Tensor, cur_tok: Tensor, cur_prob: Tensor, rows: Any,
