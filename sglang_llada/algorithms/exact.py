@@ -130,19 +130,12 @@ class ExactAlgorithm(LladaAlgorithm):
     # -- the loop ------------------------------------------------------------------------------
 
     def _depths(self, forward_batch: Any) -> list[int]:
-        """Each row's draft depth (host values: the request's knob, else the server's)."""
+        """Each row's draft depth as host ints (the request's knob, else the server's): the rounds'
+        copy counts are decided on the host, so `row_knobs`' device tensors are not used here."""
         b = forward_batch.batch_size
-        server = int(self.knobs["draft_depth"])
         params = getattr(getattr(forward_batch, "sampling_info", None), "custom_params", None)
-        if not params or len(params) != b:
-            return [server] * b
-        out = []
-        for p in params:
-            try:
-                out.append(int(self.check_request_knobs(request_knobs_of(p)).get("draft_depth", server)))
-            except ValueError:  # refused by validate_request; never fail a batch here
-                out.append(server)
-        return out
+        rows = [request_knobs_of(p) for p in params] if params and len(params) == b else [None] * b
+        return [int(self.resolve_request(self._checked_row(r) if r else {})["draft_depth"]) for r in rows]
 
     def _run_sync(self, model_runner: Any, forward_batch: Any) -> Any:
         """One `run` per block: the all-mask forward, then verification rounds until the block is

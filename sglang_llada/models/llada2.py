@@ -421,7 +421,6 @@ class LLaDA2Attention(nn.Module):
         )
         return out.reshape(-1, self.q_size)
 
-
     def _draft_copies_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, copies: DraftCopies) -> torch.Tensor:
         """A verification forward (models/draft_copies.py): each copy sees its request's cached
         prefix and its own block; nothing is written to the KV pool."""

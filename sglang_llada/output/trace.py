@@ -6,7 +6,8 @@ chunk like the tokens):
                      whose logits chose the token's first write;
   dllm_rewritten_at  the forward that chose its last rewrite, for editing decoders (llada2_edit,
                      llada2_levenshtein); null when it was never rewritten.
-A token written by no forward (a literal id committed with the prompt) has null in both.
+A token written by no forward (a literal id committed with the prompt) has null in both. Only
+`/generate` returns `meta_info`; SGLang's OpenAI endpoints drop it (and so the trajectory).
 `sglang-llada trace` draws them (sglang_llada/trace_view.py).
 
 How: our algorithms number the forwards each block has seen and record, per position, the forward
