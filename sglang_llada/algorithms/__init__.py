@@ -65,12 +65,27 @@ class ForwardRecord:
     # position's first / last write (base.py `Rows`; output/trace.py reads it)
     trace: Optional[tuple[Any, Any]] = None
     forwards: int = 0
-    # verification forwards the algorithm made itself (llada2_exact), beside the runner's `forward`s,
-    # and the positions they computed for each row [B] (host ints)
+    # verification forwards the algorithm made itself (llada2_exact), beside the runner's `forward`s
     draft_forwards: int = 0
-    draft_positions: Optional[list[int]] = None
+    # positions computed for each row [B] (host ints) beyond its block in each forward: llada2_exact's
+    # verification copies, a folded block (fold_store)
+    extra_positions: Optional[list[int]] = None
+    # fold_store (scheduler/folded_store.py): rows accepted before a forward saw their block final
+    # [B] (host bools), and the rows whose stale previous block this run re-encoded
+    stale: Optional[list[bool]] = None
+    folded_rows: Optional[list[int]] = None
     # positions each row occupied in all of the run's forwards [B] (output/forward_stats.py)
     row_positions: Optional[list[int]] = None
+
+@dataclass
+class FoldPlan:
+    """What the scheduler attaches to a denoising `ForwardBatch` for `fold_store`
+    (scheduler/folded_store.py): the batch rows whose stale previous block the run's first forward
+    re-encodes, and that block's final tokens [F][S] (host ints)."""
+
+    rows: list[int]
+    token_ids: list[list[int]]
+
 
 # name -> "module:Class", resolved on demand
 CLASS_PATHS: dict[str, str] = {

@@ -79,11 +79,12 @@ import torch
 from sglang.srt.dllm.algorithm.base import DllmAlgorithm
 from sglang.srt.dllm.config import DllmConfig
 
-from sglang_llada.algorithms import ForwardRecord
+from sglang_llada.algorithms import FoldPlan, ForwardRecord
 from sglang_llada.algorithms.knobs import SAMPLING, Knob, Value, check_request_knobs, read_knobs, request_knobs_of
 from sglang_llada.algorithms.sampling import LogitAdjuster, SeedCache, sampling_kwargs
 from sglang_llada.kernels.confidence import confidence
-from sglang_llada.state import record
+from sglang_llada.models.folded_blocks import folded_blocks
+from sglang_llada.state import peek, record
 
 Tensor = torch.Tensor
 
@@ -200,6 +201,8 @@ class LladaAlgorithm(DllmAlgorithm):
         self._warned_knob_rows = False
         # DELETE / SPLIT (LLaDA2.2): never written by this algorithm (levenshtein.py overrides)
         self.control_ids = control_token_ids(config)
+        # accept blocks before their KV is final, re-encoded in the next forward (unmask.py)
+        self.fold_store = False
 
     # -- per-request knobs ---------------------------------------------------------------------
 
@@ -336,14 +339,42 @@ class LladaAlgorithm(DllmAlgorithm):
         return self._last_rows
 
     def run(self, model_runner: Any, forward_batch: Any, algo_states: Optional[List[Any]] = None) -> Any:
-        """SGLang's run loop; then the block's [B, S] logprobs go on the logits output."""
+        """SGLang's run loop; then the block's [B, S] logprobs go on the logits output. With
+        `fold_store`, the run's first forward also re-encodes the stale blocks the scheduler planned
+        (`_FoldingRunner`), and the rows it accepts early are reported stale."""
         self._last_rows = None
-        out = super().run(model_runner, forward_batch, algo_states)
-        if out[0] is not None and self._last_rows is not None:
+        self._fold_flags: Optional[list[list[bool]]] = None
+        plan = peek(forward_batch, FoldPlan) if self.fold_store else None
+        runner = model_runner
+        if plan is not None and forward_batch.forward_mode.is_dllm_extend():
+            runner = _FoldingRunner(model_runner, forward_batch, plan, self.block_size)
+        out = super().run(runner, forward_batch, algo_states)
+        if out[0] is not None:
             rec = record(out[0], ForwardRecord)
-            rec.logprobs = self._last_rows.logprobs
-            rec.trace = (self._last_rows.first_at, self._last_rows.last_at)
+            if self._last_rows is not None:
+                rec.logprobs = self._last_rows.logprobs
+                rec.trace = (self._last_rows.first_at, self._last_rows.last_at)
+            if isinstance(runner, _FoldingRunner) and runner.folded:
+                rec.folded_rows = list(plan.rows)
+                # output/forward_stats.py's hook (around SGLang's run, inside this method) has counted
+                # one block per row and forward; a folded row computed its previous block too
+                if rec.row_positions is not None:
+                    for r in plan.rows:
+                        rec.row_positions[r] += self.block_size
+            if self._fold_flags is not None:  # the last step's [before, after] done flags
+                before, after = self._fold_flags
+                rec.stale = [a and not b for b, a in zip(before, after)]
         return out
+
+    def fold_done(self, done_before: Tensor, done_after: Tensor) -> List[bool]:
+        """A step's done flags: `done_before` [B] (no mask left before its commit: the forward saw
+        the block final), or with `fold_store` `done_after` [B] (none left after it), remembering
+        both for `run` (one host read either way)."""
+        if not self.fold_store:
+            return done_list(done_before)
+        flags = torch.stack([done_before, done_after]).tolist()
+        self._fold_flags = flags
+        return flags[1]
 
     def _run_sync(self, model_runner: Any, forward_batch: Any) -> Any:
         if not forward_batch.forward_mode.is_dllm_extend():
@@ -408,6 +439,62 @@ class LladaAlgorithm(DllmAlgorithm):
     def block_vector(self, forward_batch: Any, value: float, dtype: torch.dtype) -> Tensor:
         """[B] tensor filled with `value` on the batch's device (a device fill, no transfer)."""
         return torch.full((forward_batch.batch_size,), value, dtype=dtype, device=forward_batch.input_ids.device)
+
+
+class _FoldingRunner:
+    """The model runner for a run whose first forward folds stale blocks (models/folded_blocks.py):
+    that forward carries the layout on the forward batch; every other call is the runner's own."""
+
+    def __init__(self, runner: Any, forward_batch: Any, plan: FoldPlan, block_size: int) -> None:
+        self._runner = runner
+        self._plan: Optional[FoldPlan] = plan
+        self._block_size = block_size
+        self.folded = False
+
+    def forward(self, forward_batch: Any, *args: Any, **kwargs: Any) -> Any:
+        plan, self._plan = self._plan, None
+        if plan is None:
+            return self._runner.forward(forward_batch, *args, **kwargs)
+        model = self._runner.model
+        if not hasattr(model, "forward_folded"):
+            raise RuntimeError(
+                f"fold_store needs sglang-llada's LLaDA2MoeModelLM (its folded forward); the model is "
+                f"{type(model).__name__}: set fold_store: off in --dllm-algorithm-config"
+            )
+        prefix = forward_batch.extend_prefix_lens_cpu
+        layout = folded_blocks(
+            self._runner.req_to_token_pool.req_to_token,
+            forward_batch.req_pool_indices,
+            list(prefix) if prefix is not None else forward_batch.extend_prefix_lens.tolist(),
+            plan.rows,
+            plan.token_ids,
+            self._block_size,
+        )
+        # called directly, not through ModelRunner.forward: that copies the forward batch (so the
+        # layout would not reach the model) and may replay a CUDA graph of a plain forward
+        logits = in_forward_context(self._runner, forward_batch, lambda m: m.forward_folded(forward_batch, layout))
+        self.folded = True
+        from sglang.srt.model_executor.model_runner import ModelRunnerOutput
+
+        return ModelRunnerOutput(logits_output=logits, can_run_graph=False)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runner, name)
+
+
+def in_forward_context(model_runner: Any, forward_batch: Any, call: Any) -> Any:
+    """`call(model)` inside a forward context as `ModelRunner.forward` publishes one (the attention
+    layers find the KV pool through it): for the forwards our algorithms run on the model directly."""
+    from sglang.srt.model_executor.forward_context import (
+        ForwardContext,
+        forward_context,
+        get_forward_context,
+        has_forward_context,
+    )
+
+    ctx = get_forward_context() if has_forward_context() else ForwardContext(attn_backend=model_runner.attn_backend)
+    with forward_context(ctx, forward_batch=forward_batch):
+        return call(model_runner.model)
 
 
 def done_list(done: Tensor) -> List[bool]:

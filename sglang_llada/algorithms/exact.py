@@ -54,7 +54,7 @@ from typing import Any, ClassVar, List, Mapping, Optional, Sequence
 import torch
 
 from sglang_llada.algorithms import ForwardRecord
-from sglang_llada.algorithms.base import NEG_INF, LladaAlgorithm
+from sglang_llada.algorithms.base import NEG_INF, LladaAlgorithm, in_forward_context
 from sglang_llada.algorithms.knobs import Knob, request_knobs_of
 from sglang_llada.models.draft_copies import draft_copies
 from sglang_llada.state import record
@@ -150,7 +150,7 @@ class ExactAlgorithm(LladaAlgorithm):
         if all(start == s for start in start_list):
             return out.logits_output, [], None, None, out.can_run_graph
         rec = record(out.logits_output, ForwardRecord)
-        rec.draft_forwards, rec.draft_positions, _ = self._decode(model_runner, fb, rows, out.logits_output.full_logits)
+        rec.draft_forwards, rec.extra_positions, _ = self._decode(model_runner, fb, rows, out.logits_output.full_logits)
         next_ids = fb.input_ids.view(b, s)
         return out.logits_output, [next_ids[i, start_list[i]:] for i in range(b)], None, None, out.can_run_graph
 
@@ -172,7 +172,7 @@ class ExactAlgorithm(LladaAlgorithm):
         rows = self.rows_of(fb, states)
         out = model_runner.forward(fb, pp_proxy_tensors=None)
         rec = record(out.logits_output, ForwardRecord)
-        rec.draft_forwards, rec.draft_positions, left = self._decode(
+        rec.draft_forwards, rec.extra_positions, left = self._decode(
             model_runner, fb, rows, out.logits_output.full_logits, stragglers_wait=True
         )
         next_ids = fb.input_ids.view(b, s).tolist()
@@ -286,24 +286,13 @@ class ExactAlgorithm(LladaAlgorithm):
 
     @staticmethod
     def _in_context(model_runner: Any, fb: Any, call: Any) -> Any:
-        """`call(model)` inside a forward context as `ModelRunner.forward` publishes one (the
-        attention layers find the KV pool through it)."""
-        from sglang.srt.model_executor.forward_context import (
-            ForwardContext,
-            forward_context,
-            get_forward_context,
-            has_forward_context,
-        )
-
-        model = model_runner.model
-        if not hasattr(model, "forward_draft_copies"):
+        """`call(model)` inside the batch's forward context (base.py `in_forward_context`)."""
+        if not hasattr(model_runner.model, "forward_draft_copies"):
             raise RuntimeError(
                 f"llada2_exact needs sglang-llada's LLaDA2MoeModelLM (its verification forward); the model "
-                f"is {type(model).__name__}"
+                f"is {type(model_runner.model).__name__}"
             )
-        ctx = get_forward_context() if has_forward_context() else ForwardContext(attn_backend=model_runner.attn_backend)
-        with forward_context(ctx, forward_batch=fb):
-            return call(model)
+        return in_forward_context(model_runner, fb, call)
 
     @staticmethod
     def _prefix_lens(fb: Any) -> list[int]:

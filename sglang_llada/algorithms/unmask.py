@@ -44,7 +44,7 @@ from typing import Any, ClassVar, List, Optional, Sequence, Union
 
 import torch
 
-from sglang_llada.algorithms.base import LladaAlgorithm, done_list
+from sglang_llada.algorithms.base import LladaAlgorithm
 from sglang_llada.algorithms.knobs import Knob
 from sglang_llada.kernels.select_commit import select_commit
 
@@ -53,8 +53,32 @@ Tensor = torch.Tensor
 NEVER = float("inf")  # a threshold no probability reaches: select_commit falls back to top-k
 
 
+# Folded store (models/folded_blocks.py, scheduler/folded_store.py): `on` accepts a block in the step
+# that commits its last mask and re-encodes it in the request's next forward; `auto` is `on` where
+# denoising forwards run eagerly (our CPU platform), `off` elsewhere (CUDA graphs replay a fixed
+# forward, which cannot carry the extra blocks).
+FOLD_STORE = Knob("fold_store", "auto", str, choices=("auto", "on", "off"))
+
+
+def _eager_platform() -> bool:
+    from sglang_llada.platform import activate
+
+    return activate() is not None
+
+
 class UnmaskAlgorithm(LladaAlgorithm):
     """One mask-to-token step; subclasses choose the per-block threshold [B] and count k [B]."""
+
+    def __init__(self, config: Any):
+        super().__init__(config)
+        fold = self.knobs["fold_store"]
+        self.fold_store = fold == "on" or (fold == "auto" and _eager_platform())
+
+    @classmethod
+    def folds(cls, algorithm_config: Any) -> bool:
+        """Whether a server with this `--dllm-algorithm-config` folds (its start-up checks)."""
+        fold = (algorithm_config or {}).get("fold_store", FOLD_STORE.default)
+        return fold == "on" or (fold == "auto" and _eager_platform())
 
     def step(self, forward_batch: Any, full_logits: Tensor, states: List[Any]) -> List[bool]:
         b, s = forward_batch.batch_size, self.block_size
@@ -65,9 +89,9 @@ class UnmaskAlgorithm(LladaAlgorithm):
         logits = self.adjusted(forward_batch, full_logits, masked)  # logit_bias, penalties
         token, prob = self.scored(logits, masked, **self.sampling(forward_batch, n_masked))
         threshold, k = self.rule(forward_batch, prob.view(b, s), masked.view(b, s), self.row_knobs(forward_batch))
-        committed, _, _ = select_commit(forward_batch.input_ids, token, prob, masked, threshold, k, s)
+        committed, _, written = select_commit(forward_batch.input_ids, token, prob, masked, threshold, k, s)
         self.record_logprobs(rows, committed, prob)
-        return done_list(done)
+        return self.fold_done(done, written)
 
     def rule(
         self, forward_batch: Any, prob: Tensor, masked: Tensor, rows: Optional[dict[str, Tensor]]
@@ -81,8 +105,8 @@ class ThresholdAlgorithm(UnmaskAlgorithm):
     """Commit masked positions with confidence >= `threshold`, else the most confident one."""
 
     NAME: ClassVar[str] = "llada2_threshold"
-    KNOBS: ClassVar[Sequence[Knob]] = (Knob("threshold", 0.95, float, 0.0, 1.0),)
-    REQUEST_KNOBS: ClassVar[Sequence[Knob]] = KNOBS
+    REQUEST_KNOBS: ClassVar[Sequence[Knob]] = (Knob("threshold", 0.95, float, 0.0, 1.0),)
+    KNOBS: ClassVar[Sequence[Knob]] = (*REQUEST_KNOBS, FOLD_STORE)
 
     def rule(
         self, forward_batch: Any, prob: Tensor, masked: Tensor, rows: Optional[dict[str, Tensor]]
@@ -94,8 +118,8 @@ class StaticAlgorithm(UnmaskAlgorithm):
     """Commit the `tokens_per_step` most confident masked positions (all that remain if fewer)."""
 
     NAME: ClassVar[str] = "llada2_static"
-    KNOBS: ClassVar[Sequence[Knob]] = (Knob("tokens_per_step", 2, int, 1, None),)
-    REQUEST_KNOBS: ClassVar[Sequence[Knob]] = KNOBS
+    REQUEST_KNOBS: ClassVar[Sequence[Knob]] = (Knob("tokens_per_step", 2, int, 1, None),)
+    KNOBS: ClassVar[Sequence[Knob]] = (*REQUEST_KNOBS, FOLD_STORE)
 
     def rule(
         self, forward_batch: Any, prob: Tensor, masked: Tensor, rows: Optional[dict[str, Tensor]]
@@ -126,8 +150,8 @@ class FactorAlgorithm(UnmaskAlgorithm):
     """Fast-dLLM / dInfer factor-based parallel decoding (see the module docstring)."""
 
     NAME: ClassVar[str] = "llada2_factor"
-    KNOBS: ClassVar[Sequence[Knob]] = (Knob("factor", 1.0, float, 0.0, None, low_open=True),)
-    REQUEST_KNOBS: ClassVar[Sequence[Knob]] = KNOBS
+    REQUEST_KNOBS: ClassVar[Sequence[Knob]] = (Knob("factor", 1.0, float, 0.0, None, low_open=True),)
+    KNOBS: ClassVar[Sequence[Knob]] = (*REQUEST_KNOBS, FOLD_STORE)
 
     def rule(
         self, forward_batch: Any, prob: Tensor, masked: Tensor, rows: Optional[dict[str, Tensor]]

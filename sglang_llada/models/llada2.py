@@ -65,6 +65,7 @@ from transformers import PretrainedConfig
 from sglang_llada.kernels.block_causal_attention import block_causal_attention
 from sglang_llada.kernels.block_routing import block_route, flat_blocks, request_blocks
 from sglang_llada.models.draft_copies import DraftCopies, compact_kv
+from sglang_llada.models.folded_blocks import FoldedBlocks
 from sglang_llada.models.weights import iter_hf_weights
 from sglang_llada.state import attach, discard, peek
 
@@ -383,8 +384,11 @@ class LLaDA2Attention(nn.Module):
         q, k = self.rotary_emb(positions, q, k)
         mode = forward_batch.forward_mode
         copies = peek(forward_batch, DraftCopies)
+        folded = peek(forward_batch, FoldedBlocks)
         if copies is not None:
             out = self._draft_copies_attention(q, k, v, copies)
+        elif folded is not None and mode == ForwardMode.DLLM_EXTEND:
+            out = self._folded_attention(q, k, v, forward_batch, folded)
         elif mode == ForwardMode.EXTEND:
             out = self._block_causal_extend(q, k, v, forward_batch, self.block_size)
         elif mode == ForwardMode.DLLM_EXTEND and self.own_block_attention:
@@ -417,6 +421,31 @@ class LLaDA2Attention(nn.Module):
             prefix_lens,
             extend_lens,
             block_size,
+            self.attn.scaling,
+        )
+        return out.reshape(-1, self.q_size)
+
+    def _folded_attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, forward_batch: ForwardBatch, folded: FoldedBlocks
+    ) -> torch.Tensor:
+        """A denoising forward that also re-encodes finished blocks (models/folded_blocks.py): every
+        token's K/V is stored first (the current blocks at `out_cache_loc`, the folded ones at their
+        slots), then each of the B + F rows sees its prefix and its own block."""
+        D = self.head_dim
+        k = k.reshape(-1, self.num_kv_heads, D)  # [(B + F) * S, nKV / tp, D]
+        v = v.reshape(-1, self.num_kv_heads, D)
+        pool = get_token_to_kv_pool()
+        loc = torch.cat([forward_batch.out_cache_loc.to(folded.slots.dtype), folded.slots])
+        pool.set_kv_buffer(self.attn, KVWriteLoc(loc, physical=forward_batch.out_cache_loc_is_physical), k, v)
+        out = block_causal_attention(
+            q.reshape(-1, self.num_heads, D),
+            pool.get_key_buffer(self.attn.layer_id),
+            pool.get_value_buffer(self.attn.layer_id),
+            get_req_to_token_pool().req_to_token,
+            folded.req_pool_indices,
+            folded.prefix_lens,
+            folded.extend_lens,
+            ALL_KEYS,
             self.attn.scaling,
         )
         return out.reshape(-1, self.q_size)
@@ -588,6 +617,24 @@ class LLaDA2MoeModelLM(nn.Module):
         **_: object,
     ):
         hidden = self.model(input_ids, positions, forward_batch, input_embeds)
+        return self.logits_processor(input_ids, hidden, self.lm_head, forward_batch)
+
+    @torch.no_grad()
+    def forward_folded(self, forward_batch: ForwardBatch, folded: FoldedBlocks):
+        """A denoising forward of `forward_batch` that also re-encodes the finished blocks of
+        `folded` and stores their KV (models/folded_blocks.py); the logits are the batch's blocks'
+        only. Called inside the batch's forward context."""
+        if forward_batch.forward_mode != ForwardMode.DLLM_EXTEND:
+            raise ValueError(f"a folded forward is a denoising forward (DLLM_EXTEND), not {forward_batch.forward_mode}")
+        input_ids, positions = forward_batch.input_ids, forward_batch.positions
+        n = input_ids.shape[0]
+        ids = torch.cat([input_ids, folded.token_ids.to(input_ids.dtype)])
+        pos = torch.cat([positions, folded.positions.to(positions.dtype)])
+        attach(forward_batch, folded)
+        try:
+            hidden = self.model(ids, pos, forward_batch)[:n]  # the folded tokens' hidden states dropped
+        finally:
+            discard(forward_batch, FoldedBlocks)
         return self.logits_processor(input_ids, hidden, self.lm_head, forward_batch)
 
     @torch.no_grad()

@@ -1,8 +1,9 @@
 """BEFORE `SchedulerDllmMixin.process_batch_result_dllm`, SGLang's step that turns a diffusion
 batch's result into committed tokens: what the plugin adds to each request first, in this order:
 its forward counts (forward_stats.py), then its new tokens' logprobs (logprobs.py), then their
-trajectory (trace.py, which reads the counts). All read the `ForwardRecord` the algorithm's run
-left on the logits output; none changes the result."""
+trajectory (trace.py, which reads the counts), then which of its blocks hold stale KV
+(scheduler/folded_store.py: before SGLang checkpoints or releases the request). All read the
+`ForwardRecord` the algorithm's run left on the logits output; none changes the result."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sglang_llada.output.forward_stats import count_forwards
 from sglang_llada.output.logprobs import append_logprobs
 from sglang_llada.output.trace import append_trace
+from sglang_llada.scheduler.folded_store import mark_stale
 
 if TYPE_CHECKING:
     from sglang.srt.dllm.mixin.scheduler import SchedulerDllmMixin
@@ -22,4 +24,5 @@ def process_batch_result_before(self: SchedulerDllmMixin, batch: ScheduleBatch, 
     count_forwards(batch, result)
     append_logprobs(batch, result)
     append_trace(batch, result)
+    mark_stale(batch, result)
     return None

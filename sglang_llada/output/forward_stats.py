@@ -86,7 +86,7 @@ def run_around(original: Callable[..., Any], self: DllmAlgorithm, model_runner: 
         rec.forwards = counting.forwards + rec.draft_forwards  # llada2_exact's verification forwards too
         lens = getattr(args[0], "extend_seq_lens_cpu", None) if args else None
         if lens is not None:  # each row's tokens in each forward, plus its verification copies
-            extra = rec.draft_positions or [0] * len(lens)
+            extra = rec.extra_positions or [0] * len(lens)
             rec.row_positions = [int(n) * counting.forwards + e for n, e in zip(lens, extra)]
     return out
 

@@ -92,3 +92,34 @@ def size_dllm_batch_from_memory(result: None, scheduler: Scheduler, *args: Any, 
         "--max-running-requests overrides)", limit,
     )
     return None
+
+
+def check_fold_tree(scheduler: Scheduler) -> None:
+    """A server whose algorithm folds the KV store (`fold_store`, algorithms/unmask.py) needs a radix
+    tree whose `checkpoint` keeps stale blocks out (scheduler/folded_store.py hooks SGLang's two)."""
+    config = getattr(scheduler, "dllm_config", None)
+    if config is None:
+        return
+    from sglang.srt.dllm.algorithm import get_algorithm_cls
+
+    folds = getattr(get_algorithm_cls(config.algorithm), "folds", None)
+    if folds is None or not folds(config.algorithm_config):
+        return
+    from sglang.srt.mem_cache.radix_cache import RadixCache
+    from sglang.srt.mem_cache.unified_radix_cache import UnifiedRadixCache
+
+    tree = getattr(scheduler, "tree_cache", None)
+    if tree is not None and type(tree) not in (RadixCache, UnifiedRadixCache):
+        raise ValueError(
+            f"dLLM algorithm {config.algorithm} with fold_store needs SGLang's RadixCache or "
+            f"UnifiedRadixCache, not {type(tree).__name__} (it would publish blocks whose KV is not final); "
+            "set fold_store: off in --dllm-algorithm-config"
+        )
+    logger.info("sglang-llada: %s folds each finished block's KV store into the next block's forward", config.algorithm)
+
+
+def init_diffusion_llm_after(result: None, scheduler: Scheduler, *args: Any, **kwargs: Any) -> None:
+    """AFTER `SchedulerDllmMixin.init_diffusion_llm`: batch sizing, then the fold_store tree check."""
+    size_dllm_batch_from_memory(result, scheduler, *args, **kwargs)
+    check_fold_tree(scheduler)
+    return None

@@ -114,7 +114,7 @@ BLOCKS = [[M] * S, [5, 7, M, M, M, M, M, M], [M, 3, M, M, 9, M, M, M]]
 def test_exact_equals_one_per_step_in_fewer_forwards(seed: int, depth: int) -> None:
     static_runner = Runner(BlockModel(seed))
     fb_static = _batch(BLOCKS)
-    _algo(StaticAlgorithm, {"tokens_per_step": 1}).run(static_runner, fb_static)
+    _algo(StaticAlgorithm, {"tokens_per_step": 1, "fold_store": "off"}).run(static_runner, fb_static)
 
     model = BlockModel(seed)
     runner = Runner(model)
@@ -148,7 +148,7 @@ def test_exact_in_fdfo_mode_carries_stragglers(seed: int) -> None:
     blocks = [[M] * S, [5, 7, 9, 3, 2, 1, 4, M], [M, 3, 6, 6, 6, 6, 6, 6]]  # 8 masks, 1, 1
     static_runner = Runner(BlockModel(seed))
     fb_static = _batch(blocks)
-    _algo(StaticAlgorithm, {"tokens_per_step": 1}).run(static_runner, fb_static)
+    _algo(StaticAlgorithm, {"tokens_per_step": 1, "fold_store": "off"}).run(static_runner, fb_static)
     runner = Runner(BlockModel(seed))
     fb = _batch(blocks)
     algo = _algo(ExactAlgorithm, {"draft_depth": 2}, fdfo=True)

@@ -43,7 +43,12 @@ V = 40  # vocabulary
 
 
 def make(cls: type, knobs: Optional[dict[str, Any]] = None, s: int = 4) -> Any:
-    return cls(DllmConfig(algorithm=cls.NAME, algorithm_config=knobs or {}, block_size=s, mask_id=M, max_running_requests=8))
+    """The algorithm with SGLang's block semantics (a block is done once a forward saw it final):
+    fold_store off unless the test sets it (its own tests: test_folded_store.py)."""
+    knobs = dict(knobs or {})
+    if any(k.name == "fold_store" for k in cls.KNOBS):
+        knobs.setdefault("fold_store", "off")
+    return cls(DllmConfig(algorithm=cls.NAME, algorithm_config=knobs, block_size=s, mask_id=M, max_running_requests=8))
 
 
 def batch(ids: list[list[int]], prompt_mask: Optional[torch.Tensor] = None, **extra: Any) -> SimpleNamespace:
@@ -355,7 +360,8 @@ def test_knob_validation(cls: type, knobs: dict[str, Any], words: list[str]) -> 
 
 
 def test_knob_defaults_and_sglang_keys() -> None:
-    assert make(ThresholdAlgorithm).knobs == {"threshold": 0.95, "sampling": "request"}
+    assert make(ThresholdAlgorithm).knobs == {"threshold": 0.95, "fold_store": "off", "sampling": "request"}
+    assert ThresholdAlgorithm(DllmConfig("llada2_threshold", {}, 4, M, 8)).knobs["fold_store"] == "auto"
     assert make(StaticAlgorithm).knobs["tokens_per_step"] == 2
     assert make(FactorAlgorithm).knobs["factor"] == 1.0
     edit = make(EditAlgorithm, {"block_size": 4, "capture_input_preparation": False})
