@@ -2,9 +2,9 @@
 
 | name                 | class                              | knobs (`--dllm-algorithm-config` YAML)                  | per request (`custom_params.dllm`)    |
 |----------------------|------------------------------------|---------------------------------------------------------|---------------------------------------|
-| `llada2_threshold`   | `unmask.ThresholdAlgorithm`        | threshold (0.95)                                        | threshold                             |
-| `llada2_static`      | `unmask.StaticAlgorithm`           | tokens_per_step (2)                                     | tokens_per_step                       |
-| `llada2_factor`      | `unmask.FactorAlgorithm`           | factor (1.0)                                            | factor                                |
+| `llada2_threshold`   | `unmask.ThresholdAlgorithm`        | threshold (0.95), fold_store (auto)                     | threshold                             |
+| `llada2_static`      | `unmask.StaticAlgorithm`           | tokens_per_step (2), fold_store (auto)                  | tokens_per_step                       |
+| `llada2_factor`      | `unmask.FactorAlgorithm`           | factor (1.0), fold_store (auto)                         | factor                                |
 | `llada2_edit`        | `edit.EditAlgorithm`               | mode (none), threshold, edit_threshold, max_edit_steps  | all four (max_edit_steps <= 64)       |
 | `llada2_levenshtein` | `levenshtein.LevenshteinAlgorithm` | mode (Q), the same three, max_indel_steps (32)          | all five (both budgets <= 64)         |
 | `llada2_exact`       | `exact.ExactAlgorithm`             | draft_depth (8)                                         | draft_depth                           |
@@ -13,6 +13,10 @@
 (greedy, most confident position first) in fewer forwards: it drafts several commits from one
 forward and verifies them in one batched forward (exact.py); it decodes greedily only and refuses
 sampling and logit adjustments with a message.
+
+`fold_store` (auto / on / off): accept a block in the step that commits its last mask and store its
+KV in the request's next forward, instead of one more forward per block (unmask.py; `auto` = on
+where denoising forwards run eagerly, our CPU platform).
 
 `mode` presets (threshold / edit_threshold / max_edit_steps): `none` 0.95 / 0.9 / 4 (llada2_edit's
 default, its values before modes), `Q` 0.7 / 0.5 / 16 and `S` 0.5 / 0.0 / 16 (the LLaDA2.1 model

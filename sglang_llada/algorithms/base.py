@@ -21,6 +21,14 @@ KV cache keeps the K/V of the last forward, which were computed with mask tokens
 committed by this step, and the next block would attend to them. Hence the extra forward per block
 (counted in `dllm_forwards`), as in SGLang.
 
+Folded store (`fold_store`, the mask-to-token algorithms of unmask.py; on by default on our CPU
+platform): `done[i]` may then mean "no masked position left after this step's commit". The row's
+KV is stale; `run` reports it (`ForwardRecord.stale`, from the last step's two done flags, one host
+read: `fold_done`), the scheduler keeps the block out of the radix tree and plans it into the
+request's next run (scheduler/folded_store.py), whose first forward re-encodes it beside the new
+block (`_FoldingRunner` -> `LLaDA2MoeModelLM.forward_folded`, models/folded_blocks.py). One forward
+per block fewer, the same tokens.
+
 Per-request state: `init_step_state` gives each request a `RowState`, a row of a batched `Rows`
 on the device; SGLang keeps it for the request between FDFO rounds (`req.dllm_algo_state`) and
 drops it when the block is done or the request leaves, so nothing is owned elsewhere.
@@ -347,14 +355,14 @@ class LladaAlgorithm(DllmAlgorithm):
         plan = peek(forward_batch, FoldPlan) if self.fold_store else None
         runner = model_runner
         if plan is not None and forward_batch.forward_mode.is_dllm_extend():
-            runner = _FoldingRunner(model_runner, forward_batch, plan, self.block_size)
+            runner = _FoldingRunner(model_runner, plan, self.block_size)
         out = super().run(runner, forward_batch, algo_states)
         if out[0] is not None:
             rec = record(out[0], ForwardRecord)
             if self._last_rows is not None:
                 rec.logprobs = self._last_rows.logprobs
                 rec.trace = (self._last_rows.first_at, self._last_rows.last_at)
-            if isinstance(runner, _FoldingRunner) and runner.folded:
+            if plan is not None and isinstance(runner, _FoldingRunner) and runner.folded:
                 rec.folded_rows = list(plan.rows)
                 # output/forward_stats.py's hook (around SGLang's run, inside this method) has counted
                 # one block per row and forward; a folded row computed its previous block too
@@ -445,7 +453,7 @@ class _FoldingRunner:
     """The model runner for a run whose first forward folds stale blocks (models/folded_blocks.py):
     that forward carries the layout on the forward batch; every other call is the runner's own."""
 
-    def __init__(self, runner: Any, forward_batch: Any, plan: FoldPlan, block_size: int) -> None:
+    def __init__(self, runner: Any, plan: FoldPlan, block_size: int) -> None:
         self._runner = runner
         self._plan: Optional[FoldPlan] = plan
         self._block_size = block_size

@@ -27,6 +27,13 @@ commits the masked positions with prob >= threshold, or, when none passes, the k
 Per-request knobs (`custom_params: {"dllm": {...}}`, base.py): `threshold`, `tokens_per_step` and
 `factor` respectively; each row of a batch commits by its own value.
 
+Folded store (server knob `fold_store`: auto / on / off, base.py and models/folded_blocks.py): a
+block is accepted in the step that commits its last mask, and its KV is re-encoded by the request's
+next denoising forward instead of a forward of its own. `auto` (the default) folds where denoising
+forwards run eagerly, i.e. on our CPU platform; on GPUs SGLang replays CUDA graphs of the plain
+denoising forward, which cannot carry the extra blocks, so folding there is opt-in (`on`, and the
+folded forwards run eagerly: measure before choosing it).
+
 Control tokens: with a LLaDA2.2 checkpoint's DELETE / SPLIT ids in the DllmConfig, their logits are
 excluded (base.py `scored`), so these algorithms never write them.
 

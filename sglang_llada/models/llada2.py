@@ -15,6 +15,11 @@ sees everything before the end of its 32-token block), by forward mode:
   the block-causal mask itself, `kernels/block_causal_attention.py` (Triton on GPUs, torch on
   CPU) over the KV pool, after writing the new tokens' K/V to it.
 
+A folded forward (`forward_folded`, `fold_store`: models/folded_blocks.py) is a `DLLM_EXTEND` forward
+that also carries, per folded request, its previous (finished) block: every token's K/V is stored,
+then `kernels/block_causal_attention.py` runs over the batch's blocks and the folded ones as separate
+rows, which is the block-causal mask over the two blocks; only the batch's blocks reach the LM head.
+
 Nothing here needs Triton at import time or on CPU: the MoE routing (sigmoid scores, expert
 bias, group-limited top-k, routed scaling) is plain torch so that `routed_scaling_factor` is
 applied the same way on every device (SGLang's native CPU MoE path drops it).

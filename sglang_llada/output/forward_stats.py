@@ -2,12 +2,14 @@
 
 Fields (present on every response of a diffusion request; documented in README):
   dllm_forwards           model forwards that denoised this request's blocks, including the
-                          forward that writes a finished block's KV -- the "forwards" of TPF;
+                          forward that writes a finished block's KV (unless fold_store folded it
+                          into the next block's first forward) -- the "forwards" of TPF;
   dllm_prefill_forwards   forwards that only encoded prompt blocks (nothing to denoise);
   dllm_tokens_per_forward completion_tokens / dllm_forwards (TPF), once dllm_forwards > 0;
   dllm_positions          token positions those denoising forwards computed for this request (a
-                          block per forward, plus llada2_exact's verification copies): the work
-                          behind the forwards, which a GPU pays for once a batch is large.
+                          block per forward, plus llada2_exact's verification copies and the blocks
+                          fold_store re-encoded): the work behind the forwards, which a GPU pays
+                          for once a batch is large.
 While streaming, each chunk carries the counts so far.
 
 How (all through SGLang's hook registry, no patch):

@@ -47,17 +47,27 @@ def test_requests_wait_for_memory_and_answer_as_alone(server: Server) -> None:
     assert demand > 2.5 * POOL  # the pool holds at most two of them at a time
     alone = [_one(server.url, p)["output_ids"] for p in prompts[:3]]
 
-    # 8 at once, plus two longer ones aborted while they wait for memory (or run).
+    # 8 at once, plus two longer ones aborted while they wait for memory (or run): the aborts are
+    # sent from 0.3 s on, every 0.1 s until both answered (an abort that arrives before its request
+    # does nothing, and 640 tokens take longer than the first aborts)
     aborted = [f"pressure-abort-{i}" for i in range(2)]
-    timer = threading.Timer(
-        1.5, lambda: [requests.post(server.url + "/abort_request", json={"rid": r}, timeout=30) for r in aborted]
-    )
+    answered = threading.Event()
+
+    def abort_until_answered() -> None:
+        answered.wait(0.3)
+        while not answered.is_set():
+            for r in aborted:
+                requests.post(server.url + "/abort_request", json={"rid": r}, timeout=30)
+            answered.wait(0.1)
+
+    aborter = threading.Thread(target=abort_until_answered)
     with ThreadPoolExecutor(10) as pool:
         futures = [pool.submit(_one, server.url, p) for p in prompts]
-        futures += [pool.submit(_one, server.url, prompts[i][:-7], rid, 320) for i, rid in enumerate(aborted)]
-        timer.start()
-        outs = [f.result() for f in futures]
-    timer.join()
+        late = [pool.submit(_one, server.url, prompts[i][:-7], rid, 640) for i, rid in enumerate(aborted)]
+        aborter.start()
+        outs = [f.result() for f in futures] + [f.result() for f in late]
+        answered.set()
+    aborter.join()
 
     assert server.proc.poll() is None, server.log()[-4000:]
     for out in outs[:8]:
