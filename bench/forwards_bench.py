@@ -22,7 +22,9 @@ Per concurrency level (1 and 16), the first `--limit` held-out examples, greedy,
 radix cache: output tokens/s over the wall time (median of `--repeats` runs: this 2-core machine
 varies by +-30%), exact match, and the model's work: batch forwards and token positions, from
 SGLang's per-forward log lines ("Prefill batch ... #new-token") plus llada2_exact's own line per
-run for its verification forwards (they do not pass through SGLang's scheduler). "same as 1/step"
+run for its verification forwards (they do not pass through SGLang's scheduler) and fold_store's
+line per folded forward for the finished blocks it re-encodes (SGLang's line counts only the batch's
+own blocks). "same as 1/step"
 is the share of requests whose output ids equal the static 1/step row's. For the first example,
 each of our schedules also writes its trajectory page (`forwards_trace_<schedule>.html`, the page
 of `sglang-llada trace`): which forward committed each token.
@@ -54,6 +56,7 @@ MAX_NEW = 96
 
 _BATCH_LINE = re.compile(r"Prefill batch, #new-seq: \d+, #new-token: (\d+)")
 _EXACT_LINE = re.compile(r"llada2_exact: (\d+) verification forwards, (\d+) positions")
+_FOLD_LINE = re.compile(r"fold_store: (\d+) finished blocks? re-encoded, (\d+) positions")
 
 
 def configs(workdir: Path) -> list[tuple[str, list[str]]]:
@@ -76,9 +79,10 @@ def work(log: str) -> dict[str, int]:
     """Batch forwards and token positions the model computed, from the server log of one run."""
     batches = [int(n) for n in _BATCH_LINE.findall(log)]
     exact = [(int(f), int(p)) for f, p in _EXACT_LINE.findall(log)]
+    folded = [int(p) for _, p in _FOLD_LINE.findall(log)]  # riding in a forward SGLang logged already
     return {
         "batch_forwards": len(batches) + sum(f for f, _ in exact),
-        "positions": sum(batches) + sum(p for _, p in exact),
+        "positions": sum(batches) + sum(p for _, p in exact) + sum(folded),
     }
 
 

@@ -482,6 +482,10 @@ class _FoldingRunner:
         # layout would not reach the model) and may replay a CUDA graph of a plain forward
         logits = in_forward_context(self._runner, forward_batch, lambda m: m.forward_folded(forward_batch, layout))
         self.folded = True
+        # SGLang logs one line per scheduler forward with the batch's own tokens; these ride along
+        # (bench/forwards_bench.py reads it)
+        n = len(plan.rows)
+        logger.info("fold_store: %d finished block%s re-encoded, %d positions", n, "" if n == 1 else "s", n * self._block_size)
         from sglang.srt.model_executor.model_runner import ModelRunnerOutput
 
         return ModelRunnerOutput(logits_output=logits, can_run_graph=False)

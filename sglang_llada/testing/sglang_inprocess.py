@@ -165,6 +165,7 @@ class InProcessRunner:
         *,
         dllm_extend: bool = False,
         return_kv: bool = False,
+        fold: dict[int, list[int]] | None = None,
     ) -> dict[str, Any]:
         """Feed ``ids`` one block per ModelRunner.forward, earlier blocks as KV-cached prefix.
 
@@ -183,6 +184,9 @@ class InProcessRunner:
         prefill path), and bidirectional over the forward's tokens in DLLM_EXTEND forwards.
         ``return_kv=True`` also returns ``kv``: [2, layers, T, nKV, D], the K and V the forwards
         wrote to SGLang's KV pool for the sequence, read back from the pool by slot.
+        ``fold={start: tokens}`` (with ``dllm_extend``): the forward of the block at ``start`` is the
+        folded one (`LLaDA2MoeModelLM.forward_folded`, fold_store) that also re-encodes the previous
+        block as ``tokens`` [block_size] and stores their KV over what its own forward stored.
         """
         from sglang.srt.managers.schedule_batch import Req, ScheduleBatch
         from sglang.srt.model_executor.forward_batch_info import (
@@ -252,7 +256,15 @@ class InProcessRunner:
                 )
                 if dllm_extend:
                     fb.forward_mode = ForwardMode.DLLM_EXTEND
-                out = mr.forward(fb).logits_output
+                if fold and start in fold:
+                    from sglang_llada.algorithms.base import in_forward_context
+                    from sglang_llada.models.folded_blocks import folded_blocks
+
+                    layout = folded_blocks(mr.req_to_token_pool.req_to_token, fb.req_pool_indices, [start], [0],
+                                           [fold[start]], block_size)
+                    out = in_forward_context(mr, fb, lambda m: m.forward_folded(fb, layout))
+                else:
+                    out = mr.forward(fb).logits_output
                 if dllm_extend:
                     full = out.full_logits
                     assert full is not None and full.shape[0] == end - start, (

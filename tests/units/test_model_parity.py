@@ -168,3 +168,20 @@ def test_whole_prompt_in_one_forward_writes_the_block_by_block_kv(
     # Control: the same forward with a bidirectional mask (DLLM_EXTEND) writes other K/V.
     bidirectional = runner.forward_by_blocks(prompt, chunk, dllm_extend=True, return_kv=True)
     assert rel_err(bidirectional["kv"], by_blocks["kv"]) > 100 * TOL
+
+
+def test_folded_forward_stores_the_previous_block_and_decodes_as_after_a_store(checkpoints: dict[str, Path], prompt: torch.Tensor) -> None:
+    """fold_store: block 1 is first fed half masked (its stale KV), then the forward of block 2 folds
+    block 1's final tokens in. Block 2's logits and every KV entry equal those of feeding block 1
+    final and then block 2 (SGLang's way: a store forward, then the next block)."""
+    runner = get_runner(checkpoints["per_expert"])
+    ids = prompt.reshape(-1)[: 3 * BLOCK].tolist()
+    mask = runner.model.config.vocab_size - 1  # any id: the stale K/V only have to differ
+    stale = ids[:BLOCK] + [mask if i % 2 else t for i, t in enumerate(ids[BLOCK : 2 * BLOCK])] + ids[2 * BLOCK :]
+    want = runner.forward_by_blocks(ids, BLOCK, dllm_extend=True, return_kv=True)
+    unfolded = runner.forward_by_blocks(stale, BLOCK, dllm_extend=True, return_kv=True)
+    got = runner.forward_by_blocks(stale, BLOCK, dllm_extend=True, return_kv=True, fold={2 * BLOCK: ids[BLOCK : 2 * BLOCK]})
+    assert rel_err(unfolded["kv"], want["kv"]) > 1e-3  # the stale block's KV differs (the test can fail)
+    assert rel_err(got["kv"], want["kv"]) <= TOL
+    assert rel_err(got["logits"][2 * BLOCK :], want["logits"][2 * BLOCK :]) <= TOL
+    assert got["logits"].shape == want["logits"].shape  # the folded block's logits are not returned
