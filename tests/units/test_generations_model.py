@@ -222,3 +222,17 @@ def test_block_routing_refusals(checkpoints: dict[str, Path], monkeypatch: pytes
         bad = AutoConfig.from_pretrained(checkpoints["2.2"], **{field: value})
         with pytest.raises(ValueError, match=message):
             ours.LLaDA2Router(bad)
+
+
+def test_folded_forward_under_block_routing(checkpoints: dict[str, Path], prompt: torch.Tensor) -> None:
+    """fold_store on a 2.2 checkpoint: the folded block is its own routing block (the forward's flat
+    layout), so a stale block then a folded forward equals storing it and then the next block."""
+    runner = get_runner(checkpoints["2.0"])
+    model = _build(_ours_class(), checkpoints["2.2"])
+    ids = prompt.reshape(-1)[: 3 * BLOCK].tolist()
+    stale = ids[:BLOCK] + [0 if i % 2 else t for i, t in enumerate(ids[BLOCK : 2 * BLOCK])] + ids[2 * BLOCK :]
+    with _serving(runner, model):
+        want = runner.forward_by_blocks(ids, BLOCK, dllm_extend=True, return_kv=True)
+        got = runner.forward_by_blocks(stale, BLOCK, dllm_extend=True, return_kv=True, fold={2 * BLOCK: ids[BLOCK : 2 * BLOCK]})
+    assert rel_err(got["kv"], want["kv"]) <= TOL
+    assert rel_err(got["logits"][2 * BLOCK :], want["logits"][2 * BLOCK :]) <= TOL
