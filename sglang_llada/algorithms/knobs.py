@@ -64,6 +64,8 @@ class Knob:
 
     def check(self, value: Any, algorithm: str, hint: str = YAML_HINT) -> Value:
         """`value` converted to the knob's type, or a ValueError naming the knob and its range."""
+        if self.kind is str and isinstance(value, bool) and {"on", "off"} <= set(self.choices):
+            value = "on" if value else "off"  # YAML 1.1 reads an unquoted on / off (yes / no) as a boolean
         if not self.accepts(value):
             raise ValueError(f"dLLM algorithm {algorithm}: `{self.name}` must be {self.allowed()}, got {value!r} ({hint})")
         return self.kind(value)

@@ -73,19 +73,21 @@ def _eager_platform() -> bool:
     return activate() is not None
 
 
+def _resolve_fold(value: Any) -> bool:
+    return value == "on" or (value == "auto" and _eager_platform())
+
+
 class UnmaskAlgorithm(LladaAlgorithm):
     """One mask-to-token step; subclasses choose the per-block threshold [B] and count k [B]."""
 
     def __init__(self, config: Any):
         super().__init__(config)
-        fold = self.knobs["fold_store"]
-        self.fold_store = fold == "on" or (fold == "auto" and _eager_platform())
+        self.fold_store = _resolve_fold(self.knobs["fold_store"])
 
     @classmethod
     def folds(cls, algorithm_config: Any) -> bool:
         """Whether a server with this `--dllm-algorithm-config` folds (its start-up checks)."""
-        fold = (algorithm_config or {}).get("fold_store", FOLD_STORE.default)
-        return fold == "on" or (fold == "auto" and _eager_platform())
+        return _resolve_fold(FOLD_STORE.check((algorithm_config or {}).get("fold_store", FOLD_STORE.default), cls.NAME))
 
     def step(self, forward_batch: Any, full_logits: Tensor, states: List[Any]) -> List[bool]:
         b, s = forward_batch.batch_size, self.block_size

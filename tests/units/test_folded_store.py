@@ -119,6 +119,11 @@ def test_fold_store_knob() -> None:
     assert ThresholdAlgorithm.folds({"fold_store": "on"}) and not ThresholdAlgorithm.folds({"fold_store": "off"})
     with pytest.raises(ValueError, match="fold_store"):
         _algo(ThresholdAlgorithm, {"fold_store": "yes"})
+    # YAML 1.1 reads an unquoted `fold_store: off` as False
+    assert not _algo(ThresholdAlgorithm, {"fold_store": False}).fold_store and not ThresholdAlgorithm.folds({"fold_store": False})
+    assert _algo(ThresholdAlgorithm, {"fold_store": True}).fold_store and ThresholdAlgorithm.folds({"fold_store": True})
+    with pytest.raises(ValueError, match="sampling"):
+        _algo(ThresholdAlgorithm, {"sampling": True})  # only on/off knobs take a boolean
 
 
 def test_a_block_is_accepted_in_the_step_that_commits_its_last_mask() -> None:
