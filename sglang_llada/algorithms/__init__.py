@@ -72,7 +72,7 @@ class ForwardRecord:
     # verification forwards the algorithm made itself (llada2_exact), beside the runner's `forward`s
     draft_forwards: int = 0
     # positions computed for each row [B] (host ints) beyond its block in each forward: llada2_exact's
-    # verification copies, a folded block (fold_store)
+    # verification copies (a folded block is added to `row_positions` by base.py `run` instead)
     extra_positions: Optional[list[int]] = None
     # fold_store (scheduler/folded_store.py): rows accepted before a forward saw their block final
     # [B] (host bools), and the rows whose stale previous block this run re-encoded
