@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
+from sglang_llada.toy.tasks import SPLITS
+
 
 class _Subcommand(NamedTuple):
     help: str
@@ -114,7 +116,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     from sglang_llada.eval import DEFAULT_MAX_NEW_TOKENS
 
     p.add_argument("--url", default="http://127.0.0.1:30000", help="a running SGLang server")
-    p.add_argument("--split", default="heldout", choices=("heldout", "heldout-small"))
+    p.add_argument("--split", default="heldout", choices=SPLITS, help="toy task split (sglang_llada/toy/tasks.py)")
     p.add_argument("--concurrency", type=int, default=1, help="requests in flight at once")
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     p.add_argument("--limit", type=int, default=None, help="only the first N examples")

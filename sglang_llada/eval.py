@@ -37,7 +37,7 @@ def render_prompts(examples: list[Example]) -> list[str]:
 
     tok = load_tokenizer()
     return [
-        tok.apply_chat_template([{"role": "user", "content": ex.prompt}], tokenize=False, add_generation_prompt=True)
+        tok.apply_chat_template(ex.messages(), tokenize=False, add_generation_prompt=True)
         for ex in examples
     ]
 

@@ -63,8 +63,17 @@ _TEMPLATE_WORDS = ("system", "human", "assistant", "role", "detailed thinking of
 @dataclass(frozen=True)
 class Example:
     task: str
-    prompt: str  # the user message (the chat template is applied by the caller)
+    prompt: str  # the (last) user message (the chat template is applied by the caller)
     answer: str  # the exact expected completion, without the end-of-text token
+    # Earlier turns of a multi-turn chat, oldest first: (user message, assistant answer) pairs.
+    history: tuple[tuple[str, str], ...] = ()
+
+    def messages(self) -> list[dict[str, str]]:
+        """The chat as OpenAI-style messages, ending with the user turn to be answered."""
+        out: list[dict[str, str]] = []
+        for user, assistant in self.history:
+            out += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        return out + [{"role": "user", "content": self.prompt}]
 
 
 def _words(rng: random.Random, length: int) -> str:
@@ -77,6 +86,50 @@ def _words(rng: random.Random, length: int) -> str:
         out = out[:-1] + rng.choice(_LETTERS) if out.endswith(" ") else out
         if not any(w in out for w in _TEMPLATE_WORDS):
             return out
+
+
+_DIGITS = "0123456789"
+
+
+def varlen_text(rng: random.Random, length: int) -> str:
+    """Exactly `length` characters (1..72): words of lowercase letters and groups of digits (about
+    one in five), separated by single spaces, never starting or ending with a space."""
+    while True:
+        out = ""
+        while len(out) < length:
+            alphabet = _DIGITS if rng.random() < 0.2 else _LETTERS
+            out += "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 7))) + " "
+        out = out[:length]
+        if out.endswith(" "):
+            out = out[:-1] + rng.choice(_LETTERS)
+        if not any(w in out for w in _TEMPLATE_WORDS):
+            return out
+
+
+def runs_text(rng: random.Random, length: int) -> str:
+    """Exactly `length` characters of words made of runs of one letter (2-4 times each, 1-3 runs a
+    word), e.g. "aaabb cccc dd": copying them needs the run lengths right, where a decoder that
+    commits positions in parallel can drop or repeat a character."""
+    while True:
+        out = ""
+        while len(out) < length:
+            out += "".join(rng.choice(_LETTERS) * rng.randint(2, 4) for _ in range(rng.randint(1, 3))) + " "
+        out = out[:length]
+        if out.endswith(" "):
+            out = out[:-1] + out[-2]
+        if not any(w in out for w in _TEMPLATE_WORDS):
+            return out
+
+
+def text_example(task: str, s: str) -> Example:
+    """A copy / upper / lower example over the lowercase string `s`."""
+    if task == "copy":
+        return Example("copy", f"Copy: {s}", s)
+    if task == "upper":
+        return Example("upper", f"Upper: {s}", s.upper())
+    if task == "lower":
+        return Example("lower", f"Lower: {s.upper()}", s)
+    raise ValueError(f"not a text task: {task!r}")
 
 
 def _copy(rng: random.Random) -> Example:
@@ -152,37 +205,172 @@ def train_stream(seed: int) -> Iterator[Example]:
         yield batch[0]
 
 
-def train_batches(seed: int, sizes: dict[str, int]) -> Iterator[list[Example]]:
+def train_batches(seed: int, sizes: dict[str, int], with_json: bool = False) -> Iterator[list[Example]]:
     """Endless one-family batches: the family drawn by TRAIN_MIX, then `sizes[family]` examples,
     each of a task drawn from the family by TRAIN_TASK_WEIGHT (TRAIN_GENERATORS); never a held-out
-    prompt.
+    prompt. `with_json` (the "fixed-json" recipe): FIXED_JSON_MIX, with batches of the JSON task.
 
     A family's tasks share one row length, so its batches need no padding; the trainer sizes each
     family's batches to a common token budget (short arithmetic rows come many to a batch).
     """
     rng = random.Random(seed)
     excluded = {ex.prompt for ex in heldout_split()}
-    names = list(TRAIN_MIX)
-    weights = [TRAIN_MIX[n] for n in names]
+    mix = FIXED_JSON_MIX if with_json else TRAIN_MIX
+    names = list(mix)
+    weights = [mix[n] for n in names]
+    families = {**FAMILIES, "json": ("json",)}
+    generators = {**TRAIN_GENERATORS, "json": lambda r: json_example(r, ARITH_SPARSE_SHARE)}
     # A task repeated `weight` times in its family's draw tuple: one rng.choice per example.
-    draws = {f: tuple(t for t in ts for _ in range(TRAIN_TASK_WEIGHT.get(t, 1))) for f, ts in FAMILIES.items()}
+    draws = {f: tuple(t for t in ts for _ in range(TRAIN_TASK_WEIGHT.get(t, 1))) for f, ts in families.items()}
     while True:
         family = rng.choices(names, weights)[0]
         batch: list[Example] = []
         while len(batch) < sizes[family]:
-            ex = TRAIN_GENERATORS[rng.choice(draws[family])](rng)
+            ex = generators[rng.choice(draws[family])](rng)
             if ex.prompt not in excluded:
                 batch.append(ex)
         yield batch
 
 
+# --- the "general" recipe: inputs of any length, multi-turn chats, a JSON task -----------------
+#
+# The fixed-width suite above is what the toy shipped until now was trained on. A new user types
+# short and long inputs, chats over several turns and asks for JSON; the general recipe trains on
+# all of that, and its held-out splits (below) check each.
+
+GENERAL_TASKS: tuple[str, ...] = ("copy", "upper", "lower", "add", "sub", "json")
+# The fixed-width suite plus the JSON task ("fixed-json" recipe, for the 2.1 / 2.2 toys fine-tuned
+# from the shipped 2.0 toy): its results have 1 to 4 digits, so where "}" goes varies -- the
+# kind of position a parallel decoder can get wrong by one, and Levenshtein editing repairs.
+FIXED_JSON_MIX: dict[str, float] = {"text": 0.3, "arith": 0.45, "json": 0.25}
+GENERAL_FAMILIES: dict[str, tuple[str, ...]] = {
+    "text": ("copy", "upper", "lower"), "arith": ("add", "sub"), "json": ("json",),
+}
+# Share of training batches per family; "chat" batches hold every task as the last turn of a chat
+# with 1-2 earlier turns (right answers). Arithmetic keeps the largest share of the fixed recipe's
+# lesson (sums and differences formed at 60% of batches, not at 50%); the JSON task repeats it.
+GENERAL_MIX: dict[str, float] = {"text": 0.35, "arith": 0.35, "json": 0.15, "chat": 0.15}
+SPLIT_PER_TASK = 16
+JSON_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "properties": {"op": {"type": "string", "enum": ["add", "sub"]}, "result": {"type": "integer"}},
+    "required": ["op", "result"],
+    "additionalProperties": False,
+}
+
+
+def varlen_example(task: str, rng: random.Random, lo: int = 1, hi: int = TEXT_LEN) -> Example:
+    """A copy / upper / lower example whose input has a uniform length in [lo, hi]."""
+    return text_example(task, varlen_text(rng, rng.randint(lo, hi)))
+
+
+def json_example(rng: random.Random, sparse_share: float = 0.0) -> Example:
+    """`JSON: 482+937` -> `{"op": "add", "result": 1419}` (or a difference, a >= b): fixed keys,
+    the result a plain JSON integer (no leading zeros)."""
+    a, b = operands(rng, sparse_share)
+    if rng.random() < 0.5:
+        return Example("json", f"JSON: {a:0{DIGITS}d}+{b:0{DIGITS}d}", f'{{"op": "add", "result": {a + b}}}')
+    a, b = max(a, b), min(a, b)
+    return Example("json", f"JSON: {a:0{DIGITS}d}-{b:0{DIGITS}d}", f'{{"op": "sub", "result": {a - b}}}')
+
+
+def _varlen_generator(task: str) -> Callable[[random.Random], Example]:
+    return lambda rng: varlen_example(task, rng)
+
+
+GENERAL_TRAIN_GENERATORS: dict[str, Callable[[random.Random], Example]] = {
+    **{t: _varlen_generator(t) for t in FAMILIES["text"]},
+    "add": lambda rng: _add(rng, ARITH_SPARSE_SHARE),
+    "sub": lambda rng: _sub(rng, ARITH_SPARSE_SHARE),
+    "json": lambda rng: json_example(rng, ARITH_SPARSE_SHARE),
+}
+_SPLIT_GENERATORS: dict[str, Callable[[random.Random], Example]] = {
+    **{t: _varlen_generator(t) for t in FAMILIES["text"]},
+    "add": _add, "sub": _sub, "json": json_example,
+}
+
+
+def with_history(ex: Example, rng: random.Random, gens: dict[str, Callable[[random.Random], Example]]) -> Example:
+    """`ex` as the last turn of a chat with 1-2 earlier turns of random tasks, answered right."""
+    turns = tuple((e.prompt, e.answer) for e in (gens[rng.choice(GENERAL_TASKS)](rng) for _ in range(rng.randint(1, 2))))
+    return Example(ex.task, ex.prompt, ex.answer, turns)
+
+
+def _task_split(seed: int, make: Callable[[str, random.Random], Example], names: tuple[str, ...]) -> list[Example]:
+    rng = random.Random(seed)
+    out: list[Example] = []
+    seen: set[str] = set()
+    while len(out) < SPLIT_PER_TASK * len(names):
+        name = names[len(out) % len(names)]
+        ex = make(name, rng)
+        if ex.prompt not in seen:
+            seen.add(ex.prompt)
+            out.append(ex)
+    return out
+
+
+def general_splits() -> dict[str, list[Example]]:
+    """The held-out splits of the general recipe (16 examples a task each, distinct prompts):
+
+    short      copy / upper / lower, inputs of 1-12 characters
+    varlen     copy / upper / lower, inputs of 1-72 characters
+    multiturn  every task as the last of 2-3 turns
+    json       the JSON task (sums and differences)
+    runs       copy, inputs of 24-72 characters made of repeated-letter runs (`runs_text`)
+    """
+    text = FAMILIES["text"]
+    return {
+        "short": _task_split(HELDOUT_SEED + 1, lambda t, r: varlen_example(t, r, 1, 12), text),
+        "varlen": _task_split(HELDOUT_SEED + 2, lambda t, r: varlen_example(t, r), text),
+        "multiturn": _task_split(
+            HELDOUT_SEED + 3, lambda t, r: with_history(_SPLIT_GENERATORS[t](r), r, _SPLIT_GENERATORS), GENERAL_TASKS,
+        ),
+        "json": _task_split(HELDOUT_SEED + 4, lambda t, r: json_example(r), ("json",)),
+        "runs": _task_split(HELDOUT_SEED + 5, lambda t, r: text_example(t, runs_text(r, r.randint(24, TEXT_LEN))), ("copy",)),
+    }
+
+
+def general_train_batches(seed: int, row_tokens: Callable[[Example], int], budget: int) -> Iterator[list[Example]]:
+    """Endless one-family batches of the general recipe, never a prompt of any held-out split.
+
+    The family is drawn per batch by GENERAL_MIX (as the fixed recipe does: the share of
+    *batches*, hence of updates, is what decided which tasks formed), the task uniform within it;
+    a "chat" batch's examples get 1-2 earlier turns. Examples are drawn until the batch's padded
+    rows (rows x the longest `row_tokens`) reach `budget`.
+    """
+    rng = random.Random(seed)
+    excluded = {ex.prompt for ex in heldout_split()} | {e.prompt for v in general_splits().values() for e in v}
+    names = list(GENERAL_MIX)
+    weights = [GENERAL_MIX[n] for n in names]
+    while True:
+        family = rng.choices(names, weights)[0]
+        batch: list[Example] = []
+        longest = 0
+        while len(batch) * longest < budget:
+            tasks = GENERAL_TASKS if family == "chat" else GENERAL_FAMILIES[family]
+            ex = GENERAL_TRAIN_GENERATORS[rng.choice(tasks)](rng)
+            if ex.prompt in excluded:
+                continue
+            if family == "chat":
+                ex = with_history(ex, rng, GENERAL_TRAIN_GENERATORS)
+            batch.append(ex)
+            longest = max(longest, row_tokens(ex))
+        yield batch
+
+
+SPLITS: tuple[str, ...] = ("heldout", "heldout-small", "short", "varlen", "multiturn", "json", "runs")
+
+
 def split(name: str) -> list[Example]:
-    """A named evaluation split (`heldout`, or `heldout-small` with 5 per task, for smoke runs)."""
+    """A named evaluation split: `heldout` (the fixed-width suite, 48 a task), `heldout-small` (5 a
+    task, for smoke runs), or one of the general recipe's (`general_splits`)."""
     if name == "heldout":
         return heldout_split()
     if name == "heldout-small":
         return heldout_split(per_task=5)
-    raise ValueError(f"unknown split {name!r}; choose 'heldout' or 'heldout-small'")
+    if name in SPLITS:
+        return general_splits()[name]
+    raise ValueError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
 
 
 def is_correct(example: Example, completion: str) -> bool:

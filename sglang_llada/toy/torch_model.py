@@ -160,15 +160,48 @@ def block_route(h: Tensor, gate_weight: Tensor, expert_bias: Tensor, dims: Dims)
     return ids, weights * dims.routed_scaling
 
 
+def block_route_by_ids(
+    h: Tensor, block_ids: Tensor, gate_weight: Tensor, expert_bias: Tensor, dims: Dims
+) -> tuple[Tensor, Tensor]:
+    """:func:`block_route` for tokens in any layout, vectorized (the trainer's): block_ids [N]
+    long names each token's routing block (any integers). The same selection as block_route
+    except how exact score ties are broken (torch.topk's order). h [N, H] -> ([N, K], [N, K])."""
+    logits = h.float() @ gate_weight.float().T  # [N, E]
+    scores = torch.sigmoid(logits)
+    choice = scores.detach() + expert_bias.float()
+    assert dims.expert_capacity is not None
+    _, block = torch.unique(block_ids, return_inverse=True)  # [N] in 0..nb-1
+    nb, E = int(block.max()) + 1, choice.shape[1]
+    block_score = torch.full((nb, E), float("-inf"), device=h.device).scatter_reduce(
+        0, block[:, None].expand(-1, E), choice, reduce="amax"
+    )  # [nb, E]
+    admitted = torch.zeros(nb, E, dtype=torch.bool, device=h.device)
+    admitted.scatter_(1, block_score.topk(dims.expert_capacity, dim=1).indices, True)
+    ids = choice.masked_fill(~admitted[block], float("-inf")).topk(dims.top_k, dim=1).indices  # [N, K]
+    weights = scores.gather(1, ids)
+    if dims.top_k > 1:
+        weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+    return ids, weights * dims.routed_scaling
+
+
 def moe(
-    h: Tensor, w: Weights, prefix: str, dims: Dims, expert_load: dict[str, Tensor] | None = None
+    h: Tensor, w: Weights, prefix: str, dims: Dims, expert_load: dict[str, Tensor] | None = None,
+    route_blocks: Tensor | None = None,
 ) -> Tensor:
     """MoE block. h [T, H] (one sequence) or [B, T, H] -> same shape. prefix is e.g.
     'model.layers.3.mlp.'. Expects per-expert weights. With expert_load, stores the tokens each
-    expert got ([E] long) under prefix (the trainer's expert-bias balancing reads it)."""
+    expert got ([E] long) under prefix (the trainer's expert-bias balancing reads it).
+    route_blocks (block routing only): each token's routing block, same shape as h[..., 0]
+    (the trainer's rows hold two copies of the same positions); without it, blocks are counted
+    from each sequence's first token."""
     shape = h.shape
     bias = w.get(prefix + "gate.expert_bias") if dims.expert_bias else None
-    if dims.expert_capacity is not None:  # per sequence
+    if dims.expert_capacity is not None and route_blocks is not None:
+        assert bias is not None, "block routing needs the expert bias"
+        topk_ids, topk_weights = block_route_by_ids(
+            h.reshape(-1, shape[-1]), route_blocks.reshape(-1), w[prefix + "gate.weight"], bias, dims
+        )
+    elif dims.expert_capacity is not None:  # per sequence
         assert bias is not None, "block routing needs the expert bias"
         rows = [block_route(seq, w[prefix + "gate.weight"], bias, dims) for seq in h.reshape(-1, *shape[-2:])]
         topk_ids = torch.cat([ids for ids, _ in rows])  # [N, K]
@@ -233,14 +266,16 @@ def forward(
     allowed: Tensor,
     *,
     expert_load: dict[str, Tensor] | None = None,
+    route_blocks: Tensor | None = None,
 ) -> Tensor:
     """LLaDA2 logits. w: checkpoint-named float32 weights, per-expert layout.
 
     ids/positions [B, T] long, allowed [B, T, T] bool (True = may attend) -> logits [B, T, V].
     Block routing (expert_capacity) counts blocks from each row's first token, so its rows must
-    hold positions 0..T-1. expert_load: see :func:`moe`.
+    hold positions 0..T-1, unless route_blocks [B, T] names each token's routing block (unique
+    across rows). expert_load: see :func:`moe`.
     """
-    if dims.expert_capacity is not None:
+    if dims.expert_capacity is not None and route_blocks is None:
         T = ids.shape[-1]
         if not bool((positions == torch.arange(T, device=positions.device)).all()):
             raise NotImplementedError("block routing needs rows at positions 0..T-1")
@@ -251,7 +286,7 @@ def forward(
         x = x + attention_block(h, w, p + "attention.", dims, positions, allowed)
         h = rmsnorm(x, w[p + "post_attention_layernorm.weight"], dims.eps)
         if dims.is_moe_layer(layer):
-            x = x + moe(h, w, p + "mlp.", dims, expert_load)
+            x = x + moe(h, w, p + "mlp.", dims, expert_load, route_blocks)
         else:
             x = x + dense_mlp(h, w, p + "mlp.")
     x = rmsnorm(x, w["model.norm.weight"], dims.eps)
@@ -303,10 +338,12 @@ class ToyLLaDA2(nn.Module):
         """Checkpoint name -> tensor (parameters and expert biases), as :func:`forward` takes."""
         return {**dict(self.named_parameters()), **dict(self.named_buffers())}
 
-    def forward(self, ids: Tensor, positions: Tensor, allowed: Tensor) -> Tensor:
-        """ids/positions [B, T], allowed [B, T, T] -> logits [B, T, V]."""
+    def forward(self, ids: Tensor, positions: Tensor, allowed: Tensor, route_blocks: Tensor | None = None) -> Tensor:
+        """ids/positions [B, T], allowed [B, T, T] -> logits [B, T, V]; route_blocks: see :func:`forward`."""
         self.last_load = {}
-        return forward(self.weights(), self.dims, ids, positions, allowed, expert_load=self.last_load)
+        return forward(
+            self.weights(), self.dims, ids, positions, allowed, expert_load=self.last_load, route_blocks=route_blocks,
+        )
 
     @torch.no_grad()
     def update_expert_bias(self, rate: float) -> None:

@@ -39,6 +39,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,8 @@ import torch.nn.functional as F
 
 from sglang_llada.toy.checkpoint import build_config, write_checkpoint
 from sglang_llada.toy.config import AR_TWIN_ARCH, AR_TWIN_CONFIG_CODE, TRAINED_TOY_ARCH
-from sglang_llada.toy.tasks import FAMILIES, GENERATORS, Example, train_batches
+from sglang_llada.toy.edit_labels import edit_labels, indel_draft
+from sglang_llada.toy.tasks import FAMILIES, GENERATORS, Example, general_train_batches, train_batches
 from sglang_llada.toy.tokenizer import load_tokenizer, vocab_size
 
 BLOCK = 32
@@ -73,6 +75,18 @@ class TrainConfig:
     weight_decay: float = 0.01
     expert_bias_rate: float = 1e-3
     threads: int = 2
+    # "fixed": the fixed-width suite (tasks.TRAIN_MIX); "fixed-json": with the JSON task
+    # (tasks.FIXED_JSON_MIX); "general": inputs of any length, multi-turn chats and the JSON task
+    # (tasks.general_train_batches), batched by padded row tokens.
+    recipe: str = "fixed"
+    # Start from this checkpoint's weights instead of a random initialization.
+    init: str | None = None
+    # LLaDA2.1's token-to-token stream (diffusion_batch): the largest corruption rate; 0 = off.
+    t2t: float = 0.0
+    # "2.2": block routing and DELETE / SPLIT in the config, and the Levenshtein stream
+    # (diffusion_batch `indel`, the largest edit rate) instead of t2t.
+    generation: str = "2.0"
+    indel: float = 0.3
 
 
 class Encoder:
@@ -82,9 +96,21 @@ class Encoder:
         self.tok = load_tokenizer()
         self.eos = int(self.tok.eos_token_id)
         self.mask = int(self.tok.convert_tokens_to_ids("<|mask|>"))
+        # The characters answers are made of: what a token-to-token corruption writes (a wrong
+        # token a draft could plausibly hold).
+        chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 {}\":,"
+        self.answer_alphabet = sorted({i for c in chars for i in self.tok.encode(c, add_special_tokens=False)})
+        # A draft's wrong token is usually a near miss of the right one (a wrong digit, not a
+        # letter in a number): the token-to-token stream replaces a token by another of its class.
+        classes = ("0123456789", "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+        self.confusable: dict[int, list[int]] = {}
+        for members in classes:
+            ids = [self.tok.encode(c, add_special_tokens=False)[0] for c in members]
+            for i in ids:
+                self.confusable[i] = [j for j in ids if j != i]
 
     def prompt_ids(self, ex: Example) -> list[int]:
-        messages = [{"role": "user", "content": ex.prompt}]
+        messages = ex.messages()
         ids = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "keys"):  # transformers 5 returns an encoding
             ids = ids["input_ids"]
@@ -102,6 +128,9 @@ class Batch:
     targets: torch.Tensor  # [B, T] long, -100 where no loss
     weights: torch.Tensor  # [B, T] float, per-position loss weight
     n_answer_tokens: int
+    # [B, T] long: each token's MoE routing block (block-routed checkpoints): a row's clean copy
+    # and its noisy blocks repeat positions, so blocks are named per row and copy.
+    route_blocks: torch.Tensor | None = None
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
@@ -109,7 +138,24 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([r + [value] * (T - len(r)) for r in rows], dtype=torch.long)
 
 
-def diffusion_batch(samples: list[tuple[list[int], list[int]]], enc: Encoder, g: torch.Generator) -> Batch:
+def diffusion_batch(
+    samples: list[tuple[list[int], list[int]]], enc: Encoder, g: torch.Generator, *, t2t: float = 0.0,
+    indel: float = 0.0, control: tuple[int, int] | None = None,
+) -> Batch:
+    """Block-diffusion rows (module docstring). With `t2t` > 0, LLaDA2.1's second stream: in each
+    answer block, each position left unmasked is also replaced with probability c ~ U(0, t2t) by
+    a random token of its class (`Encoder.confusable`: a digit by another digit, a letter by a
+    letter of the same case; other tokens by any answer character), and every unmasked answer
+    position carries a loss (weight 1) for its true token: restore a corrupted token, keep a right one. That is what token-to-token
+    editing asks of the model at decode time (an `llada2_edit` step rewrites a written position
+    whose prediction differs).
+
+    With `indel` > 0 (LLaDA2.2, `control` = (DELETE id, SPLIT id)): each answer block becomes a
+    draft with insertions, deletions and substitutions (each position at a rate ~ U(0, indel),
+    `edit_labels.indel_draft`) and k/n of it masked; every answer position is labelled by the
+    alignment of the draft with the target (`edit_labels.edit_labels`: the token, DELETE or
+    SPLIT), masked ones weighted n/k, the others 1."""
+    rng = random.Random(int(torch.randint(1 << 30, (), generator=g))) if indel > 0.0 else None
     ids_rows, pos_rows, tgt_rows, w_rows, kinds = [], [], [], [], []
     n_answer = 0
     for prompt, answer in samples:
@@ -128,11 +174,29 @@ def diffusion_batch(samples: list[tuple[list[int], list[int]]], enc: Encoder, g:
             # masked-diffusion weighting, with the block's total weight fixed at n -- far less
             # variance than Bernoulli(t) masking, whose rare small-t draws carry weights ~1/t.
             k = int(torch.randint(1, n + 1, (), generator=g))
-            for i in torch.randperm(n, generator=g)[:k].tolist():
+            if rng is not None and control is not None:
+                block = noisy[lo - b0 * BLOCK : hi - b0 * BLOCK]
+                draft = indel_draft(block, rng, mask=enc.mask, alphabet=enc.answer_alphabet,
+                                    rate=rng.random() * indel, mask_ratio=k / n)
+                labels = edit_labels(draft, block, mask=enc.mask, delete=control[0], split=control[1])
+                for i, (d, label) in enumerate(zip(draft, labels)):
+                    j = lo + i - b0 * BLOCK
+                    noisy[j], targets[j], weights[j] = d, label, (n / k if d == enc.mask else 1.0)
+                continue
+            order = torch.randperm(n, generator=g).tolist()
+            for i in order[:k]:
                 j = lo + i - b0 * BLOCK
                 targets[j] = noisy[j]
                 weights[j] = n / k
                 noisy[j] = enc.mask
+            if t2t > 0.0:
+                c = float(torch.rand((), generator=g)) * t2t
+                for i in order[k:]:
+                    j = lo + i - b0 * BLOCK
+                    targets[j], weights[j] = noisy[j], 1.0
+                    if float(torch.rand((), generator=g)) < c:
+                        pool = enc.confusable.get(noisy[j], enc.answer_alphabet)
+                        noisy[j] = pool[int(torch.randint(len(pool), (), generator=g))]
         n_answer += N - P
         ids_rows.append(full[:clean_len] + noisy)
         pos_rows.append(list(range(clean_len)) + list(range(b0 * BLOCK, N)))
@@ -154,10 +218,16 @@ def diffusion_batch(samples: list[tuple[list[int], list[int]]], enc: Encoder, g:
     # Padding rows attend to themselves only (keeps softmax finite; they carry no loss).
     idx = torch.arange(T)
     allowed[:, idx, idx] = True
+    # Routing blocks: 32 positions of one copy of one row (padding: a block of its own).
+    route = torch.full((len(samples), T), -1, dtype=torch.long)
+    for r, (clean_len, _) in enumerate(kinds):
+        pos = torch.tensor(pos_rows[r])
+        route[r, : len(pos)] = (pos // BLOCK) * 2 + (torch.arange(len(pos)) >= clean_len).long()
+    route = torch.where(route >= 0, route, 1 << 20) + torch.arange(len(samples))[:, None] * (1 << 21)
     w = torch.zeros(len(samples), T)
     for r, row in enumerate(w_rows):
         w[r, : len(row)] = torch.tensor(row)
-    return Batch(ids, _pad(pos_rows, 0), allowed, _pad(tgt_rows, -100), w, n_answer)
+    return Batch(ids, _pad(pos_rows, 0), allowed, _pad(tgt_rows, -100), w, n_answer, route)
 
 
 def ar_batch(samples: list[tuple[list[int], list[int]]], enc: Encoder) -> Batch:
@@ -198,14 +268,36 @@ def batch_sizes(enc: Encoder, cfg: TrainConfig) -> dict[str, int]:
             ex = GENERATORS[name](rng)
             rows.append(diffusion_row_tokens(len(enc.prompt_ids(ex)), len(enc.answer_ids(ex))))
         sizes[family] = max(cfg.batch_size, cfg.batch_tokens // max(rows))
+    if cfg.recipe == "fixed-json":  # the longest JSON answer: a 4-digit sum
+        ex = Example("json", "JSON: 999+999", '{"op": "add", "result": 1998}')
+        sizes["json"] = max(cfg.batch_size, cfg.batch_tokens // diffusion_row_tokens(len(enc.prompt_ids(ex)), len(enc.answer_ids(ex))))
     return sizes
 
 
-def arch_config(objective: str) -> dict[str, Any]:
+def fixed_batches(enc: Encoder, cfg: TrainConfig) -> Iterator[list[tuple[list[int], list[int]]]]:
+    """Endless one-family batches of the fixed-width suite (sizes from `batch_sizes`)."""
+    for batch in train_batches(cfg.seed, batch_sizes(enc, cfg), with_json=cfg.recipe == "fixed-json"):
+        yield [(enc.prompt_ids(e), enc.answer_ids(e)) for e in batch]
+
+
+def general_batches(enc: Encoder, cfg: TrainConfig) -> Iterator[list[tuple[list[int], list[int]]]]:
+    """Endless batches of the general recipe (tasks.general_train_batches), cfg.batch_tokens
+    padded diffusion-row tokens each (sized by the diffusion row for both objectives)."""
+
+    def row_tokens(ex: Example) -> int:
+        return diffusion_row_tokens(len(enc.prompt_ids(ex)), len(enc.answer_ids(ex)))
+
+    for batch in general_train_batches(cfg.seed, row_tokens, cfg.batch_tokens):
+        yield [(enc.prompt_ids(e), enc.answer_ids(e)) for e in batch]
+
+
+def arch_config(objective: str, generation: str = "2.0") -> dict[str, Any]:
+    """The trained toy's config.json; generation "2.2" adds block routing and the DELETE / SPLIT
+    ids (checkpoint.generation_overrides), the same tensors."""
     overrides = dict(TRAINED_TOY_ARCH)
     if objective == "ar":
         overrides.update(AR_TWIN_ARCH)
-    return build_config(vocab_size(), overrides)
+    return build_config(vocab_size(), overrides, generation)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -218,7 +310,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 def optimizer_step(model: Any, opt: torch.optim.Optimizer, batch: Batch, cfg: TrainConfig) -> float:
     """One step on `batch`: weighted cross-entropy per answer token, clipped AdamW update, then
     the router's expert-bias update (aux-loss-free balancing). Returns the loss."""
-    logits = model(batch.ids, batch.positions, batch.allowed)  # [B, T, V]
+    routed = model.dims.expert_capacity is not None  # block routing: name the blocks
+    logits = model(batch.ids, batch.positions, batch.allowed, batch.route_blocks if routed else None)  # [B, T, V]
     ce = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=-100, reduction="none")
     loss = (ce * batch.weights.flatten()).sum() / batch.n_answer_tokens
     opt.zero_grad(set_to_none=True)
@@ -229,7 +322,7 @@ def optimizer_step(model: Any, opt: torch.optim.Optimizer, batch: Batch, cfg: Tr
     return float(loss.detach())
 
 
-def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str, Any]:
+def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True, save_every: int = 0) -> dict[str, Any]:
     from tqdm import tqdm
 
     from sglang_llada.toy.torch_model import ToyLLaDA2
@@ -237,8 +330,15 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    config = arch_config(cfg.objective)
+    if cfg.generation == "2.2" and cfg.objective != "diffusion":
+        raise ValueError("generation 2.2 is a diffusion toy (block routing, DELETE / SPLIT)")
+    config = arch_config(cfg.objective, cfg.generation)
+    control = (int(config["delete_token_id"]), int(config["split_token_id"])) if cfg.generation == "2.2" else None
     model = ToyLLaDA2(config)
+    if cfg.init:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(Path(cfg.init) / "model.safetensors")))
     enc = Encoder()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embeddings" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embeddings" not in n)]
@@ -247,23 +347,33 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str
         lr=cfg.lr, betas=(0.9, 0.98),
     )
     g = torch.Generator().manual_seed(cfg.seed + 1)
-    sizes = batch_sizes(enc, cfg)
     losses: list[float] = []
     t0 = time.time()
     bar = tqdm(range(cfg.steps), desc=f"train {cfg.objective}", disable=not progress, file=sys.stderr)
-    batches = train_batches(cfg.seed, sizes)
+    batches = general_batches(enc, cfg) if cfg.recipe == "general" else fixed_batches(enc, cfg)
     for step in bar:
-        samples = [(enc.prompt_ids(e), enc.answer_ids(e)) for e in next(batches)]
+        samples = next(batches)
         diffusion = cfg.objective == "diffusion" and step >= cfg.ar_steps
-        batch = diffusion_batch(samples, enc, g) if diffusion else ar_batch(samples, enc)
+        if not diffusion:
+            batch = ar_batch(samples, enc)
+        elif control is not None:
+            batch = diffusion_batch(samples, enc, g, indel=cfg.indel, control=control)
+        else:
+            batch = diffusion_batch(samples, enc, g, t2t=cfg.t2t)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         losses.append(optimizer_step(model, opt, batch, cfg))
         if step % 10 == 0 or step == cfg.steps - 1:
             bar.set_postfix(stage="diffusion" if diffusion else "ar", loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+        if save_every and (step + 1) % save_every == 0 and step + 1 < cfg.steps:
+            # Snapshots of a long run, to score while it trains (not part of the result).
+            write_checkpoint(Path(out_dir) / f"step-{step + 1}", config, model.export_state(),
+                             editing=cfg.t2t > 0 and cfg.generation == "2.0")
 
     tensors = model.export_state()
-    write_checkpoint(out_dir, config, tensors)
+    # A checkpoint trained with the token-to-token stream says so the way LLaDA2.1's does (its
+    # generation_config carries the editing knobs), so the server decodes it with editing.
+    write_checkpoint(out_dir, config, tensors, editing=cfg.t2t > 0 and cfg.generation == "2.0")
     if cfg.objective == "ar":
         (Path(out_dir) / "configuration_bailing_moe_v2.py").write_text(AR_TWIN_CONFIG_CODE)
     summary = {
@@ -290,12 +400,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-tokens", type=int, default=d.batch_tokens, help="row tokens per batch")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--recipe", choices=("fixed", "fixed-json", "general"), default=d.recipe, help="training data (tasks.py)")
+    p.add_argument("--init", default=None, help="start from this checkpoint directory's weights")
+    p.add_argument("--t2t", type=float, default=d.t2t, help="LLaDA2.1 token-to-token stream: max corruption rate")
+    p.add_argument("--save-every", type=int, default=0, help="also write OUT/step-N every N steps")
+    p.add_argument("--generation", choices=("2.0", "2.2"), default=d.generation,
+                   help="2.2: block routing, DELETE / SPLIT and the Levenshtein stream (--indel)")
+    p.add_argument("--indel", type=float, default=d.indel, help="2.2: largest insert / delete / substitute rate")
     a = p.parse_args(argv)
     cfg = TrainConfig(
         objective=a.objective, seed=a.seed, steps=a.steps, ar_steps=a.ar_steps,
         batch_size=a.batch_size, batch_tokens=a.batch_tokens, lr=a.lr, threads=a.threads,
+        recipe=a.recipe, init=a.init, t2t=a.t2t, generation=a.generation, indel=a.indel,
     )
-    summary = train(cfg, Path(a.out))
+    summary = train(cfg, Path(a.out), save_every=a.save_every)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -214,3 +214,190 @@ def test_training_model_matches_the_reference_architecture(tmp_path: Path) -> No
     with torch.no_grad():
         ours = model(ids[None], torch.arange(T)[None], block_causal_mask(T, BLOCK)[None])[0]
     torch.testing.assert_close(ours, ref.forward(ids, BLOCK), rtol=1e-4, atol=1e-4)
+
+
+# --- the general recipe: inputs of any length, multi-turn chats, the JSON task ---------------------
+
+
+def _right_answer(ex: tasks.Example) -> str:
+    """The answer recomputed from the prompt alone."""
+    kind, body = ex.prompt.split(": ", 1)
+    if kind in ("Copy", "Upper", "Lower"):
+        return {"Copy": body, "Upper": body.upper(), "Lower": body.lower()}[kind]
+    op = "+" if "+" in body else "-"
+    a, b = (int(x) for x in body.split(op))
+    value = a + b if op == "+" else a - b
+    if kind == "JSON":
+        return json.dumps({"op": "add" if op == "+" else "sub", "result": value})
+    return f"{value:0{tasks.DIGITS + (op == '+')}d}"
+
+
+def test_general_splits_are_deterministic_distinct_and_right() -> None:
+    splits = tasks.general_splits()
+    assert splits == tasks.general_splits()
+    assert set(splits) | {"heldout", "heldout-small"} == set(tasks.SPLITS)
+    for name, examples in splits.items():
+        assert len({(e.history, e.prompt) for e in examples}) == len(examples), name
+        for ex in [*examples, *(tasks.Example("", u, a) for e in examples for u, a in e.history)]:
+            assert ex.answer == _right_answer(ex), (name, ex)
+    short = [len(e.answer) for e in splits["short"]]
+    assert min(short) == 1 and max(short) <= 12
+    varlen = [len(e.answer) for e in splits["varlen"]]
+    assert min(varlen) < 13 and max(varlen) > 60
+    assert any(c.isdigit() for e in splits["varlen"] for c in e.answer)  # words and digits
+    assert {e.task for e in splits["multiturn"]} == set(tasks.GENERAL_TASKS)
+    assert all(1 <= len(e.history) <= 2 for e in splits["multiturn"])
+    assert {json.loads(e.answer)["op"] for e in splits["json"]} == {"add", "sub"}
+
+
+def test_json_answers_follow_the_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    for ex in tasks.split("json"):
+        jsonschema.validate(json.loads(ex.answer), tasks.JSON_SCHEMA)
+
+
+def test_multiturn_examples_render_every_turn(enc: Encoder) -> None:
+    ex = tasks.split("multiturn")[0]
+    text = enc.tok.decode(enc.prompt_ids(ex))
+    for user, assistant in ex.history:
+        assert user in text and assistant in text
+    assert text.rstrip().endswith("<role>ASSISTANT</role>") and text.index(ex.prompt) > text.index(ex.history[-1][1])
+
+
+def test_general_batches_hold_no_heldout_prompt_and_follow_the_mix(enc: Encoder) -> None:
+    cfg = TrainConfig(recipe="general")
+    held = {e.prompt for name in tasks.SPLITS for e in tasks.split(name)}
+    batches = list(itertools.islice(tasks.general_train_batches(0, lambda e: len(e.answer) + 8, cfg.batch_tokens), 300))
+    assert batches[:5] == list(itertools.islice(tasks.general_train_batches(0, lambda e: len(e.answer) + 8, cfg.batch_tokens), 5))
+    families = []
+    for batch in batches:
+        assert not held & {e.prompt for e in batch}
+        chat = [bool(e.history) for e in batch]
+        assert all(chat) or not any(chat)  # chat examples come in their own batches
+        families.append("chat" if chat[0] else {"add": "arith", "sub": "arith"}.get(batch[0].task, batch[0].task))
+        assert len(batch) * max(len(e.answer) + 8 for e in batch) >= cfg.batch_tokens
+    share = {f: families.count(f) / len(families) for f in ("copy", "upper", "lower", "arith", "json", "chat")}
+    assert abs(share["arith"] - tasks.GENERAL_MIX["arith"]) < 0.1 and abs(share["chat"] - tasks.GENERAL_MIX["chat"]) < 0.08
+
+
+def test_t2t_stream_corrupts_unmasked_answer_positions_and_targets_every_one(enc: Encoder) -> None:
+    exs = tasks.split("varlen")[:6]
+    samples = [(enc.prompt_ids(e), enc.answer_ids(e)) for e in exs]
+    plain = diffusion_batch(samples, enc, torch.Generator().manual_seed(0))
+    edit = diffusion_batch(samples, enc, torch.Generator().manual_seed(0), t2t=0.6)
+    corrupted = 0
+    for r, (prompt, answer) in enumerate(samples):
+        P = len(prompt)
+        N = -(-(P + len(answer)) // BLOCK) * BLOCK
+        clean = N - BLOCK
+        pos = edit.positions[r]
+        answer_idx = [i for i in range(clean, edit.ids.shape[1]) if P <= int(pos[i]) < N and i - clean < N - (P // BLOCK) * BLOCK]
+        full = prompt + answer + [enc.eos] * (N - P - len(answer))
+        for i in answer_idx:
+            true = full[int(pos[i])]
+            assert int(edit.targets[r, i]) == true  # every answer position has a loss: keep or restore
+            if int(edit.ids[r, i]) not in (enc.mask, true):
+                corrupted += 1
+                assert int(edit.ids[r, i]) in enc.confusable.get(true, enc.answer_alphabet) and float(edit.weights[r, i]) == 1.0
+        masked = edit.ids[r] == enc.mask
+        assert masked.any() and (edit.weights[r][masked] >= 1.0).all()
+    assert corrupted > 0
+    # Off, the stream draws nothing: the batch is the one the shipped toy was trained on.
+    again = diffusion_batch(samples, enc, torch.Generator().manual_seed(0), t2t=0.0)
+    assert torch.equal(again.ids, plain.ids) and torch.equal(again.targets, plain.targets)
+
+
+# --- LLaDA2.2: block routing in the training layout, the Levenshtein stream ---------------------
+
+
+def _routed_toy(seed: int = 0):  # type: ignore[no-untyped-def]
+    from sglang_llada.toy.checkpoint import build_config
+    from sglang_llada.toy.tokenizer import vocab_size
+    from sglang_llada.toy.torch_model import ToyLLaDA2
+
+    torch.manual_seed(seed)
+    model = ToyLLaDA2(build_config(vocab_size(), {}, "2.2"))
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            if name.endswith("gate.expert_bias"):
+                b.normal_(0, 0.5)
+    return model
+
+
+def test_vectorized_block_routing_is_the_reference_selection() -> None:
+    from sglang_llada.toy.torch_model import block_route, block_route_by_ids
+
+    model = _routed_toy()
+    torch.manual_seed(1)
+    h = torch.randn(90, model.dims.hidden)
+    w = model.weights()
+    gate, bias = w["model.layers.1.mlp.gate.weight"], w["model.layers.1.mlp.gate.expert_bias"]
+    ids, wt = block_route(h, gate, bias, model.dims)
+    ids2, wt2 = block_route_by_ids(h, torch.arange(90) // 32, gate, bias, model.dims)
+    assert torch.equal(ids.sort(-1).values, ids2.sort(-1).values)
+    torch.testing.assert_close(wt.sort(-1).values, wt2.sort(-1).values)
+
+
+def test_training_rows_route_each_block_as_decoding_does(enc: Encoder) -> None:
+    """A block-routed toy on a training row (clean copy + noisy blocks, with route_blocks) gives
+    each noisy block the logits the reference gives the same block when it is decoded (the
+    sequence up to it, positions 0.., blocks counted from 0)."""
+    from sglang_llada.testing.reference_llada2 import block_causal_mask
+
+    model = _routed_toy()
+    ex = tasks.split("varlen")[1]
+    prompt, answer = enc.prompt_ids(ex), enc.answer_ids(ex)
+    b = diffusion_batch([(prompt, answer)], enc, torch.Generator().manual_seed(0))
+    N = -(-(len(prompt) + len(answer)) // BLOCK) * BLOCK
+    clean = N - BLOCK
+    with torch.no_grad():
+        logits = model(b.ids, b.positions, b.allowed, b.route_blocks)[0]
+        for blk in range(len(prompt) // BLOCK, N // BLOCK):
+            rows = (b.positions[0] // BLOCK == blk) & (torch.arange(b.ids.shape[1]) >= clean)
+            seq = torch.cat([b.ids[0, : blk * BLOCK], b.ids[0][rows]])
+            T = seq.shape[0]
+            want = model(seq[None], torch.arange(T)[None], block_causal_mask(T, BLOCK)[None])[0, -BLOCK:]
+            torch.testing.assert_close(logits[rows], want, rtol=1e-4, atol=1e-4)
+
+
+def test_levenshtein_stream_labels_drafts_with_delete_and_split(enc: Encoder) -> None:
+    from sglang_llada.toy.edit_labels import apply_labels
+
+    DELETE, SPLIT = 300, 301
+    exs = tasks.split("varlen")[:8]
+    samples = [(enc.prompt_ids(e), enc.answer_ids(e)) for e in exs]
+    b = diffusion_batch(samples, enc, torch.Generator().manual_seed(0), indel=0.6, control=(DELETE, SPLIT))
+    seen = set()
+    for r, (prompt, answer) in enumerate(samples):
+        P = len(prompt)
+        N = -(-(P + len(answer)) // BLOCK) * BLOCK
+        full = prompt + answer + [enc.eos] * (N - P - len(answer))
+        clean = N - BLOCK
+        for blk in range(P // BLOCK, N // BLOCK):
+            cols = [i for i in range(clean, b.ids.shape[1]) if int(b.positions[r, i]) // BLOCK == blk and int(b.positions[r, i]) >= P]
+            if not cols or b.positions[r, cols[-1]] >= N:
+                continue
+            draft = [int(b.ids[r, i]) for i in cols]
+            labels = [int(b.targets[r, i]) for i in cols]
+            seen |= set(labels) & {DELETE, SPLIT}
+            assert all(float(b.weights[r, i]) >= 1.0 for i in cols)  # every answer position has a label
+            # Writing the labels leaves a block no farther from the target than the draft was.
+            target = full[int(b.positions[r, cols[0]]) : int(b.positions[r, cols[-1]]) + 1]
+            fixed = apply_labels(draft, labels, mask=enc.mask, delete=DELETE, split=SPLIT)
+            assert sum(x != y for x, y in zip(fixed, target)) <= sum(x != y for x, y in zip(draft, target)) or SPLIT in labels
+    assert seen == {DELETE, SPLIT}
+
+
+def test_every_split_is_named_by_eval_and_renders_its_turns() -> None:
+    from sglang_llada.cli import build_parser
+    from sglang_llada.eval import render_prompts
+
+    parser = build_parser()
+    for name in tasks.SPLITS:
+        assert parser.parse_args(["eval", "--split", name]).split == name
+    with pytest.raises(SystemExit):
+        parser.parse_args(["eval", "--split", "nope"])
+    ex = next(e for e in tasks.split("multiturn") if len(e.history) == 2)
+    (text,) = render_prompts([ex])
+    positions = [text.index(part) for turn in ex.history for part in turn] + [text.rindex(ex.prompt)]
+    assert positions == sorted(positions) and text.endswith("<role>ASSISTANT</role>")
