@@ -85,11 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--max-running-requests", type=int, default=16)
     p.add_argument("--limit", type=int, default=None, help="first N examples of each split")
-    p.add_argument("--toy", action="append", default=[], metavar="GEN=DIR", help="use DIR for toy GEN (default: shipped)")
+    p.add_argument("--toy", action="append", default=[], metavar="GEN=DIR",
+                   help="use DIR for toy GEN (default: the shipped one; no 2.2 toy ships yet, so 2.2 rows need 2.2=DIR)")
     p.add_argument("--only", default="2.0,2.1,2.2", help="comma-separated toys whose rows to run")
     p.add_argument("--out", type=Path, default=RESULTS / "edit_toys")
     args = p.parse_args(argv)
     dirs = dict(TOY_DIRS, **{k: Path(v) for k, v in (t.split("=", 1) for t in args.toy)})
+    missing = sorted({r[0] for r in ROWS if r[0] in args.only.split(",")} - set(dirs))
+    if missing:
+        p.error(f"no checkpoint for toy {', '.join(missing)}: pass --toy GEN=DIR or leave it out of --only")
 
     t0 = time.time()
     rows = []

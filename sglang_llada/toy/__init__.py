@@ -7,8 +7,7 @@ CHECKPOINTS = Path(__file__).parent / "checkpoints"
 TRAINED_TOY_DIR = CHECKPOINTS / "llada2-toy"
 # Its autoregressive twin (same data, budget and tensors' layout), for SGLang's Bailing MoE V2.
 AR_TWIN_DIR = CHECKPOINTS / "bailing-ar-twin"
-# Fine-tuned from it (docs/toy-model.md): LLaDA2.1-style (token-to-token editing stream) and
-# LLaDA2.2-style (block routing, Levenshtein edit labels with DELETE / SPLIT).
+# Trained further from it with LLaDA2.1's token-to-token stream (docs/toy-model.md).
 TOY_21_DIR = CHECKPOINTS / "llada2.1-toy"
-TOY_22_DIR = CHECKPOINTS / "llada2.2-toy"
-TOY_DIRS = {"2.0": TRAINED_TOY_DIR, "2.1": TOY_21_DIR, "2.2": TOY_22_DIR}
+# The shipped toys by generation (a 2.2 toy is not shipped yet: docs/toy-model.md).
+TOY_DIRS = {"2.0": TRAINED_TOY_DIR, "2.1": TOY_21_DIR}

@@ -146,15 +146,19 @@ def diffusion_batch(
     answer block, each position left unmasked is also replaced with probability c ~ U(0, t2t) by
     a random token of its class (`Encoder.confusable`: a digit by another digit, a letter by a
     letter of the same case; other tokens by any answer character), and every unmasked answer
-    position carries a loss (weight 1) for its true token: restore a corrupted token, keep a right one. That is what token-to-token
-    editing asks of the model at decode time (an `llada2_edit` step rewrites a written position
-    whose prediction differs).
+    position carries a loss (weight 1) for its true token: restore a corrupted token, keep a
+    right one. That is what token-to-token editing asks of the model at decode time (an
+    `llada2_edit` step rewrites a written position whose prediction differs).
 
-    With `indel` > 0 (LLaDA2.2, `control` = (DELETE id, SPLIT id)): each answer block becomes a
-    draft with insertions, deletions and substitutions (each position at a rate ~ U(0, indel),
-    `edit_labels.indel_draft`) and k/n of it masked; every answer position is labelled by the
-    alignment of the draft with the target (`edit_labels.edit_labels`: the token, DELETE or
-    SPLIT), masked ones weighted n/k, the others 1."""
+    With `indel` > 0 (LLaDA2.2, `control` = (DELETE id, SPLIT id)), half of the answer blocks (a
+    coin per block) become drafts with insertions, deletions and substitutions (each position at
+    a rate ~ U(0, indel), `edit_labels.indel_draft`) and k/n of it masked; every answer position
+    of such a block is labelled by the alignment of the draft with the target
+    (`edit_labels.edit_labels`: the token, DELETE or SPLIT), masked ones weighted n/k, the others
+    1. The other half are plain mask-to-token blocks: a masked slot of an indel draft may stand
+    for any of several target tokens (it depends on edits the model cannot see), so a model
+    trained on drafts alone never grows confident on plain masks (a first 2.2 run decoded one
+    token per forward at threshold 0.95)."""
     rng = random.Random(int(torch.randint(1 << 30, (), generator=g))) if indel > 0.0 else None
     ids_rows, pos_rows, tgt_rows, w_rows, kinds = [], [], [], [], []
     n_answer = 0
@@ -174,7 +178,7 @@ def diffusion_batch(
             # masked-diffusion weighting, with the block's total weight fixed at n -- far less
             # variance than Bernoulli(t) masking, whose rare small-t draws carry weights ~1/t.
             k = int(torch.randint(1, n + 1, (), generator=g))
-            if rng is not None and control is not None:
+            if rng is not None and control is not None and rng.random() < 0.5:
                 block = noisy[lo - b0 * BLOCK : hi - b0 * BLOCK]
                 draft = indel_draft(block, rng, mask=enc.mask, alphabet=enc.answer_alphabet,
                                     rate=rng.random() * indel, mask_ratio=k / n)

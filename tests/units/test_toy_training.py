@@ -367,7 +367,7 @@ def test_levenshtein_stream_labels_drafts_with_delete_and_split(enc: Encoder) ->
     exs = tasks.split("varlen")[:8]
     samples = [(enc.prompt_ids(e), enc.answer_ids(e)) for e in exs]
     b = diffusion_batch(samples, enc, torch.Generator().manual_seed(0), indel=0.6, control=(DELETE, SPLIT))
-    seen = set()
+    seen, kinds = set(), set()
     for r, (prompt, answer) in enumerate(samples):
         P = len(prompt)
         N = -(-(P + len(answer)) // BLOCK) * BLOCK
@@ -379,13 +379,19 @@ def test_levenshtein_stream_labels_drafts_with_delete_and_split(enc: Encoder) ->
                 continue
             draft = [int(b.ids[r, i]) for i in cols]
             labels = [int(b.targets[r, i]) for i in cols]
+            if not all(float(b.weights[r, i]) >= 1.0 for i in cols):  # a plain mask-to-token block
+                kinds.add("plain")
+                for i, d, label in zip(cols, draft, labels):
+                    assert (d == enc.mask) == (label != -100)
+                    assert d == enc.mask or d == full[int(b.positions[r, i])]
+                continue
+            kinds.add("draft")  # every answer position has a label
             seen |= set(labels) & {DELETE, SPLIT}
-            assert all(float(b.weights[r, i]) >= 1.0 for i in cols)  # every answer position has a label
             # Writing the labels leaves a block no farther from the target than the draft was.
             target = full[int(b.positions[r, cols[0]]) : int(b.positions[r, cols[-1]]) + 1]
             fixed = apply_labels(draft, labels, mask=enc.mask, delete=DELETE, split=SPLIT)
             assert sum(x != y for x, y in zip(fixed, target)) <= sum(x != y for x, y in zip(draft, target)) or SPLIT in labels
-    assert seen == {DELETE, SPLIT}
+    assert seen == {DELETE, SPLIT} and kinds == {"plain", "draft"}
 
 
 def test_every_split_is_named_by_eval_and_renders_its_turns() -> None:

@@ -1,0 +1,37 @@
+"""Serve a checkpoint with the stock server and score one toy split (a quick look at a training run).
+
+    .venv/bin/python bench/serve_eval.py MODEL_DIR SPLIT LIMIT [ALGORITHM ["knob: value;knob: value"]]
+
+One `python -m sglang.launch_server --model MODEL_DIR --max-running-requests 16` (plus
+`--dllm-algorithm` / `--dllm-algorithm-config` when given), `sglang-llada eval` on the first LIMIT
+examples of SPLIT at concurrency 16; prints accuracy per task, TPF, the first wrong answer and the
+plugin's start-up line.
+"""
+
+import sys
+import tempfile
+from pathlib import Path
+
+from sglang_llada.eval import evaluate
+from sglang_llada.server_process import launch
+
+model, split, limit, rest = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+with tempfile.TemporaryDirectory() as d:
+    work = Path(d)
+    extra = ["--max-running-requests", "16"]
+    if rest:
+        extra += ["--dllm-algorithm", rest[0]]
+        if len(rest) > 1:
+            (work / "knobs.yaml").write_text(rest[1].replace(";", "\n"))
+            extra += ["--dllm-algorithm-config", str(work / "knobs.yaml")]
+    server = launch(model, extra, work, work / "server.log")
+    try:
+        summary, outcomes = evaluate(server.url, split, concurrency=16, limit=limit, progress=False)
+        tpf = summary["tpf"] and round(summary["tpf"], 2)
+        print(split, rest, "accuracy", round(summary["accuracy"], 3), summary["accuracy_per_task"], "tpf", tpf)
+        wrong = next((o for o in outcomes if not o.correct), None)
+        if wrong is not None:
+            print("  first wrong:", repr(wrong.example.answer[:40]), "->", repr(wrong.completion[:40]))
+        print(next(ln for ln in server.log().splitlines() if "plugin active" in ln)[-200:])
+    finally:
+        server.stop()
