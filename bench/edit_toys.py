@@ -1,6 +1,7 @@
 """The trained 2.1 and 2.2 toys against the 2.0 toy they were fine-tuned from, through the server.
 
-    .venv/bin/python bench/edit_toys.py     # writes bench/results/edit_toys.{md,json,png}
+    .venv/bin/python bench/edit_toys.py --only 2.0,2.1 --out bench/results/edit_toys_21
+    .venv/bin/python bench/edit_toys.py --toy 2.2=DIR     # every row (writes bench/results/edit_toys.*)
 
 One stock server per row (`python -m sglang.launch_server --model DIR` plus the row's flags),
 scored by `sglang-llada eval` on a toy split (greedy, concurrency 16, --max-running-requests 16):
@@ -10,7 +11,8 @@ scored by `sglang-llada eval` on a toy split (greedy, concurrency 16, --max-runn
   (`llada2_edit` Q, from its generation_config), S mode, and S's mask threshold without editing
   (`llada2_threshold` 0.5); then a low mask threshold (0.1) with editing (edit_threshold 0.5) and
   without: where drafts are wrong, does editing repair them?
-* 2.2 toy (`llada2.2-toy`, block routing, trained with Levenshtein edit labels): its default
+* 2.2 toy (not shipped yet: pass `--toy 2.2=DIR`, a checkpoint of `python -m sglang_llada.toy.train
+  --generation 2.2 ...`; block routing, trained with Levenshtein edit labels): its default
   (`llada2_levenshtein` Q), S mode, and the same model without DELETE / SPLIT (`llada2_edit` Q) and
   without any editing (`llada2_threshold` 0.7, Q's mask threshold), on the JSON split (results of
   1-4 digits: where "}" goes varies) and the held-out split.

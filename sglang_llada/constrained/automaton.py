@@ -123,8 +123,8 @@ def _backward(fsm: TokenAutomaton, block: Block, reachable: list[set[int]], budg
     S = len(block)
 
     def can_finish(s: int) -> bool:
-        d = fsm.distance(s)
-        return d is not None and (d <= budget_after or fsm.accepts(s))
+        d = fsm.distance(s)  # 0 for accepting states
+        return d is not None and d <= max(0, budget_after)
 
     sets: list[set[int]] = [set() for _ in range(S + 1)]
     sets[S] = {s for s in reachable[S] if can_finish(s)}

@@ -133,18 +133,15 @@ def text_example(task: str, s: str) -> Example:
 
 
 def _copy(rng: random.Random) -> Example:
-    s = _words(rng, TEXT_LEN)
-    return Example("copy", f"Copy: {s}", s)
+    return text_example("copy", _words(rng, TEXT_LEN))
 
 
 def _upper(rng: random.Random) -> Example:
-    s = _words(rng, TEXT_LEN)
-    return Example("upper", f"Upper: {s}", s.upper())
+    return text_example("upper", _words(rng, TEXT_LEN))
 
 
 def _lower(rng: random.Random) -> Example:
-    s = _words(rng, TEXT_LEN)
-    return Example("lower", f"Lower: {s.upper()}", s)
+    return text_example("lower", _words(rng, TEXT_LEN))
 
 
 def operands(
@@ -219,7 +216,7 @@ def train_batches(seed: int, sizes: dict[str, int], with_json: bool = False) -> 
     names = list(mix)
     weights = [mix[n] for n in names]
     families = {**FAMILIES, "json": ("json",)}
-    generators = {**TRAIN_GENERATORS, "json": lambda r: json_example(r, ARITH_SPARSE_SHARE)}
+    generators = {**TRAIN_GENERATORS, "json": GENERAL_TRAIN_GENERATORS["json"]}
     # A task repeated `weight` times in its family's draw tuple: one rng.choice per example.
     draws = {f: tuple(t for t in ts for _ in range(TRAIN_TASK_WEIGHT.get(t, 1))) for f, ts in families.items()}
     while True:
@@ -280,8 +277,7 @@ def _varlen_generator(task: str) -> Callable[[random.Random], Example]:
 
 GENERAL_TRAIN_GENERATORS: dict[str, Callable[[random.Random], Example]] = {
     **{t: _varlen_generator(t) for t in FAMILIES["text"]},
-    "add": lambda rng: _add(rng, ARITH_SPARSE_SHARE),
-    "sub": lambda rng: _sub(rng, ARITH_SPARSE_SHARE),
+    **{t: TRAIN_GENERATORS[t] for t in FAMILIES["arith"]},  # with the zeroed-digit pairs
     "json": lambda rng: json_example(rng, ARITH_SPARSE_SHARE),
 }
 _SPLIT_GENERATORS: dict[str, Callable[[random.Random], Example]] = {
