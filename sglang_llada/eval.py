@@ -51,10 +51,13 @@ def _post(url: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
     return r.json()
 
 
-def run_one(url: str, example: Example, prompt: str, max_new_tokens: int, timeout: float) -> Outcome:
+def run_one(
+    url: str, example: Example, prompt: str, max_new_tokens: int, timeout: float, params: dict[str, Any] | None = None,
+) -> Outcome:
+    """One greedy request; `params`: more sampling params (e.g. a `json_schema`)."""
     payload = {
         "text": prompt,
-        "sampling_params": {"max_new_tokens": max_new_tokens, "temperature": 0.0},
+        "sampling_params": {"max_new_tokens": max_new_tokens, "temperature": 0.0, **(params or {})},
     }
     t0 = time.perf_counter()
     out = _post(url, payload, timeout)
@@ -117,17 +120,21 @@ def evaluate(
     limit: int | None = None,
     timeout: float = 600.0,
     progress: bool = True,
+    params: dict[str, Any] | None = None,
+    examples: list[Example] | None = None,
 ) -> tuple[dict[str, Any], list[Outcome]]:
+    """Greedy requests for a split's examples (or `examples`, a subset), `concurrency` at a time;
+    `params`: more sampling params for every request. -> (summary, outcomes in split order)."""
     from tqdm import tqdm
 
-    examples = split(split_name)[:limit]
+    examples = (split(split_name) if examples is None else examples)[:limit]
     prompts = render_prompts(examples)
     outcomes: list[Outcome | None] = [None] * len(examples)
     bar = tqdm(total=len(examples), desc=f"eval {split_name}", disable=not progress, file=sys.stderr)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         futures = {
-            pool.submit(run_one, url, ex, p, max_new_tokens, timeout): i
+            pool.submit(run_one, url, ex, p, max_new_tokens, timeout, params): i
             for i, (ex, p) in enumerate(zip(examples, prompts))
         }
         correct = finished = 0

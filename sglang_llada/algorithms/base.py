@@ -90,6 +90,8 @@ from sglang.srt.dllm.config import DllmConfig
 from sglang_llada.algorithms import FoldPlan, ForwardRecord
 from sglang_llada.algorithms.knobs import SAMPLING, Knob, Value, check_request_knobs, read_knobs, request_knobs_of
 from sglang_llada.algorithms.sampling import LogitAdjuster, SeedCache, sampling_kwargs
+from sglang_llada.constrained.block import BlockConstraints
+from sglang_llada.constrained.request import CONSTRAINT_KEY, constraint_regex
 from sglang_llada.kernels.confidence import confidence
 from sglang_llada.models.folded_blocks import folded_blocks
 from sglang_llada.state import peek, record
@@ -198,6 +200,8 @@ class LladaAlgorithm(DllmAlgorithm):
     REQUEST_KNOBS: ClassVar[Sequence[Knob]] = ()
     # The scheduler may hand us EXTEND batches of many prompt blocks (sglang_llada/scheduler/prefill.py).
     whole_prompt_prefill: ClassVar[bool] = True
+    # Honours `regex` / `json_schema` (constrained/block.py): the mask-to-token algorithms (unmask.py).
+    CONSTRAINS: ClassVar[bool] = False
 
     def __init__(self, config: DllmConfig):
         super().__init__(config)
@@ -232,11 +236,34 @@ class LladaAlgorithm(DllmAlgorithm):
         error = super().validate_request(req)
         if error:
             return error
+        custom = getattr(req.sampling_params, "custom_params", None)
         try:
-            cls.check_request_knobs(request_knobs_of(getattr(req.sampling_params, "custom_params", None)))
+            cls.check_request_knobs(request_knobs_of(custom))
         except ValueError as exc:
             return str(exc)
+        if constraint_regex(custom) is not None and not cls.CONSTRAINS:
+            return cls.constraint_refusal()
         return None
+
+    @classmethod
+    def constraint_refusal(cls) -> str:
+        """The 400 for `regex` / `json_schema` sent to an algorithm that cannot honour them."""
+        from sglang_llada.algorithms import CLASS_PATHS, algorithm_class
+
+        able = [name for name in CLASS_PATHS if algorithm_class(name).CONSTRAINS]
+        return (
+            f"constrained output (regex / json_schema, custom_params.{CONSTRAINT_KEY}) is decoded by the "
+            f"mask-to-token algorithms ({', '.join(able)}); this server decodes with {cls.NAME}, whose edits "
+            "can rewrite committed tokens: serve with --dllm-algorithm llada2_threshold, or drop the constraint"
+        )
+
+    def block_constraints(self, forward_batch: Any) -> Optional[BlockConstraints]:
+        """The batch's constrained rows (pinned by scheduler/batch_policy.py), or None when no row
+        is constrained (the fast path: the step reads nothing on the host)."""
+        cons = peek(getattr(forward_batch, "sampling_info", None), BlockConstraints)
+        if cons is None or len(cons.rows) != forward_batch.batch_size or not cons.any():
+            return None
+        return cons
 
     def resolve_request(self, overrides: Mapping[str, Value]) -> dict[str, Value]:
         """A row's knob values: its validated overrides over the server's resolved knobs."""

@@ -53,6 +53,7 @@ import torch
 
 from sglang_llada.algorithms.base import LladaAlgorithm
 from sglang_llada.algorithms.knobs import Knob
+from sglang_llada.constrained.block import admit_commits, constrain_logits
 from sglang_llada.kernels.select_commit import select_commit
 
 Tensor = torch.Tensor
@@ -80,6 +81,8 @@ def _resolve_fold(value: Any) -> bool:
 class UnmaskAlgorithm(LladaAlgorithm):
     """One mask-to-token step; subclasses choose the per-block threshold [B] and count k [B]."""
 
+    CONSTRAINS: ClassVar[bool] = True
+
     def __init__(self, config: Any):
         super().__init__(config)
         self.fold_store = _resolve_fold(self.knobs["fold_store"])
@@ -96,9 +99,16 @@ class UnmaskAlgorithm(LladaAlgorithm):
         n_masked = masked.view(b, s).sum(dim=1)  # [B]
         done = n_masked == 0  # [B], before the commit (base.py: the KV of this forward is final)
         logits = self.adjusted(forward_batch, full_logits, masked)  # logit_bias, penalties
+        cons = self.block_constraints(forward_batch)
+        if cons is not None:  # regex / json_schema rows: only tokens that keep the output completable
+            ids_before = forward_batch.input_ids.view(b, s).tolist()  # host read, constrained batches only
+            logits = constrain_logits(logits, ids_before, cons.rows, self.mask_id)
         token, prob = self.scored(logits, masked, **self.sampling(forward_batch, n_masked))
         threshold, k = self.rule(forward_batch, prob.view(b, s), masked.view(b, s), self.row_knobs(forward_batch))
         committed, _, written = select_commit(forward_batch.input_ids, token, prob, masked, threshold, k, s)
+        if cons is not None:  # commits that are each allowed may not be together: admit them in turn
+            committed = admit_commits(forward_batch.input_ids, committed, prob, ids_before, cons.rows, self.mask_id)
+            written = ~(masked & ~committed).view(b, s).any(dim=1)
         self.record_logprobs(rows, committed, prob)
         return self.fold_done(done, written)
 

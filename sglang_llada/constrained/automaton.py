@@ -23,9 +23,12 @@ End of output: an end token (EOS) is one more transition, from an accepting stat
 DONE loops on EOS (a finished output is padded with EOS to the end of its block, as the decoders
 do). So EOS is allowed exactly where the language accepts.
 
-Cost per call: O(S x |reachable states| x out-degree) set operations on the host, S = block length;
-`TokenAutomaton` keeps per-state transitions in dicts, which is what the regex index of outlines
-gives.
+Cost per call: the sets are over automaton states, not tokens: each state's transitions are grouped
+by next state once (`TokenAutomaton.groups`: state -> next state -> the token ids that lead there, a
+numpy array), so the dynamic program walks the small graph of states, O(S x |reachable states| x
+|distinct next states|), and only `allowed_masks` touches token ids, setting the groups that lead
+into a finishing set in a [V] bool array, once per distinct (state set, finishing set) pair of the
+step (positions and rows that share the pair share the array).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 DONE = -1  # the state after the end token
 
@@ -50,8 +55,28 @@ class TokenAutomaton:
     finals: frozenset[int]
     eos: frozenset[int]
     _dist: dict[int, int] = field(default_factory=dict, init=False, repr=False)
+    # state -> next state -> [k] int64 token ids leading there (end tokens not included)
+    groups: dict[int, dict[int, np.ndarray]] = field(default_factory=dict, init=False, repr=False)
+    # state -> the distinct next states, DONE included for accepting states and DONE itself
+    next_states: dict[int, frozenset[int]] = field(default_factory=dict, init=False, repr=False)
+    eos_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), init=False, repr=False)
+    vocab_bound: int = field(default=0, init=False, repr=False)  # 1 + the largest token id it names
 
     def __post_init__(self) -> None:
+        for s, row in self.transitions.items():
+            by_next: dict[int, list[int]] = {}
+            for tok, nxt in row.items():
+                by_next.setdefault(nxt, []).append(tok)
+            self.groups[s] = {n: np.asarray(sorted(ts), dtype=np.int64) for n, ts in by_next.items()}
+        self.eos_ids = np.asarray(sorted(self.eos), dtype=np.int64)
+        self.vocab_bound = 1 + max([int(a[-1]) for row in self.groups.values() for a in row.values()] + list(self.eos) + [-1])
+        states = set(self.transitions) | {n for row in self.groups.values() for n in row} | set(self.finals)
+        for s in states:
+            targets = set(self.groups.get(s, {}))
+            if s in self.finals:
+                targets.add(DONE)
+            self.next_states[s] = frozenset(targets)
+        self.next_states[DONE] = frozenset({DONE})
         # Shortest number of tokens from each state to acceptance (BFS on reversed edges); states
         # that cannot accept are absent.
         back: dict[int, set[int]] = {}
@@ -111,7 +136,7 @@ def _forward(fsm: TokenAutomaton, start: int, block: Block) -> list[set[int]]:
     for tok in block:
         cur = sets[-1]
         if tok is None:
-            nxt = {s2 for s in cur for _, s2 in fsm.successors(s)}
+            nxt = set().union(*(fsm.next_states.get(s, ()) for s in cur)) if cur else set()
         else:
             nxt = {s2 for s in cur if (s2 := fsm.step(s, tok)) is not None}
         sets.append(nxt)
@@ -131,7 +156,7 @@ def _backward(fsm: TokenAutomaton, block: Block, reachable: list[set[int]], budg
     for p in range(S - 1, -1, -1):
         tok, after = block[p], sets[p + 1]
         if tok is None:
-            sets[p] = {s for s in reachable[p] if any(s2 in after for _, s2 in fsm.successors(s))}
+            sets[p] = {s for s in reachable[p] if not after.isdisjoint(fsm.next_states.get(s, ()))}
         else:
             sets[p] = {s for s in reachable[p] if fsm.step(s, tok) in after}
     return sets
@@ -144,19 +169,55 @@ def feasible(fsm: TokenAutomaton, start: int, block: Block, budget_after: int) -
     return start in _backward(fsm, block, fw, budget_after)[0]
 
 
-def allowed_tokens(fsm: TokenAutomaton, start: int, block: Block, budget_after: int) -> list[set[int] | None]:
-    """For each position: the tokens a masked position may take (each alone, the others still
-    masks); None at committed positions. Every set is empty when the block is infeasible."""
+MaskCache = dict[tuple[int, int, frozenset[int], frozenset[int]], np.ndarray]
+
+
+def allowed_masks(
+    fsm: TokenAutomaton, start: int, block: Block, budget_after: int, vocab: int, cache: MaskCache | None = None,
+) -> list[np.ndarray | None]:
+    """For each position: a [vocab] bool array of the tokens a masked position may take, each alone,
+    the others still masks; None at committed positions. All False when the block is infeasible.
+
+    A position's set depends only on (its reachable-and-finishing states, the finishing states after
+    it), and those repeat: along a run of masks the state sets settle, and rows of one schema meet
+    the same pairs. So each distinct pair is built once per `cache` (pass one dict for a whole step)
+    and positions with the same pair share one array (do not write to it)."""
     fw = _forward(fsm, start, block)
     bw = _backward(fsm, block, fw, budget_after)
-    out: list[set[int] | None] = []
+    cache = {} if cache is None else cache
+    out: list[np.ndarray | None] = []
     for p, tok in enumerate(block):
         if tok is not None:
             out.append(None)
             continue
-        live = fw[p] & bw[p]
-        out.append({t for s in live for t, s2 in fsm.successors(s) if s2 in bw[p + 1]})
+        states, after = frozenset(fw[p] & bw[p]), frozenset(bw[p + 1])
+        key = (id(fsm), vocab, states, after)
+        mask = cache.get(key)
+        if mask is None:
+            mask = np.zeros(vocab, dtype=bool)
+            eos = fsm.eos_ids[: np.searchsorted(fsm.eos_ids, vocab)]
+            for s in states:
+                if s == DONE:  # DONE -EOS-> DONE, and DONE is in `after` (s is in bw[p])
+                    mask[eos] = True
+                    continue
+                for nxt, toks in fsm.groups.get(s, {}).items():
+                    if nxt in after:
+                        mask[toks[: np.searchsorted(toks, vocab)]] = True  # toks sorted
+                if s in fsm.finals and DONE in after:
+                    mask[eos] = True
+            cache[key] = mask
+        out.append(mask)
     return out
+
+
+def allowed_arrays(fsm: TokenAutomaton, start: int, block: Block, budget_after: int) -> list[np.ndarray | None]:
+    """`allowed_masks` as sorted token-id arrays ([k] int64); None at committed positions."""
+    return [None if m is None else np.flatnonzero(m) for m in allowed_masks(fsm, start, block, budget_after, fsm.vocab_bound)]
+
+
+def allowed_tokens(fsm: TokenAutomaton, start: int, block: Block, budget_after: int) -> list[set[int] | None]:
+    """`allowed_arrays` as python sets (for tests and small vocabularies)."""
+    return [None if a is None else set(a.tolist()) for a in allowed_arrays(fsm, start, block, budget_after)]
 
 
 def admit(

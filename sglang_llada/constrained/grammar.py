@@ -11,15 +11,11 @@ semantics (EOS from an accepting state, then only EOS).
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from typing import Any
 
 from sglang_llada.constrained.automaton import TokenAutomaton
-
-# What outlines (and SGLang's outlines backend, by default) allows between JSON tokens: at most
-# one space, so a schema's language stays small and its outputs compact.
-JSON_WHITESPACE = r"[ ]?"
+from sglang_llada.constrained.request import regex_from_json_schema
 
 
 def automaton_from_regex(regex: str, tokenizer: Any) -> TokenAutomaton:
@@ -30,14 +26,7 @@ def automaton_from_regex(regex: str, tokenizer: Any) -> TokenAutomaton:
 
 def automaton_from_json_schema(schema: str | dict[str, Any], tokenizer: Any) -> TokenAutomaton:
     """The token automaton of the JSON documents `schema` accepts (outlines' schema-to-regex)."""
-    from outlines_core.fsm.json_schema import build_regex_from_schema
-
-    text = schema if isinstance(schema, str) else json.dumps(schema)
-    try:
-        regex = build_regex_from_schema(text, JSON_WHITESPACE)
-    except Exception as e:  # noqa: BLE001 - outlines raises several types; the message is what helps
-        raise ValueError(f"cannot compile the JSON schema: {e}") from e
-    return automaton_from_regex(regex, tokenizer)
+    return automaton_from_regex(regex_from_json_schema(schema), tokenizer)
 
 
 class _TokenizerKey:

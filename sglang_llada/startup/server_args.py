@@ -1,6 +1,7 @@
 """Server-argument resolution steps (`register_resolution_hook`): diffusion decoding on by default
 for LLaDA2 checkpoints (and only for them), with the algorithm of the checkpoint's LLaDA2.X
-generation; `--device cpu` implied when our CPU platform is the active one."""
+generation and the tool-call parser of its chat template; `--device cpu` implied when our CPU
+platform is the active one."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ logger = logging.getLogger("sglang_llada.plugin")
 LLADA2_ARCH = "LLaDA2MoeModelLM"
 MODEL_PACKAGE = "sglang_llada.models"
 MODEL_CLASS = f"{MODEL_PACKAGE}.llada2.{LLADA2_ARCH}"
+# LLaDA2's chat template writes tool calls as `<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>`,
+# Qwen 2.5's format, which SGLang's `--tool-call-parser auto` does not recognise in this template.
+LLADA2_TOOL_CALL_PARSER = "qwen25"
 
 
 def default_device_for_cpu_platform(server_args: ServerArgs, previous: Callable[[ServerArgs], None]) -> None:
@@ -60,7 +64,8 @@ def serves_llada2(server_args: ServerArgs) -> bool:
 
 def enable_diffusion_by_default(server_args: ServerArgs, previous: Callable[[ServerArgs], None]) -> None:
     """Resolution step `handle_model_source_paths`: a LLaDA2 checkpoint is served as a diffusion LM,
-    with its generation's algorithm unless `--dllm-algorithm` is given."""
+    with its generation's algorithm unless `--dllm-algorithm` is given, and its template's tool-call
+    parser unless `--tool-call-parser` is given."""
     previous(server_args)
     from sglang.srt.arg_groups.overrides import declare_resolution, resolving_view
 
@@ -73,6 +78,8 @@ def enable_diffusion_by_default(server_args: ServerArgs, previous: Callable[[Ser
     if algorithm is None:
         algorithm = generation.algorithm
         declare_resolution(server_args, "sglang_llada", dllm_algorithm=algorithm)
+    if cfg.tool_call_parser is None:  # OpenAI `tools` give `tool_calls` with no flag
+        declare_resolution(server_args, "sglang_llada", tool_call_parser=LLADA2_TOOL_CALL_PARSER)
     logger.info(
         "sglang-llada plugin active: %s served as a diffusion LM by %s, %s; decoding algorithm %s%s",
         cfg.model_path,

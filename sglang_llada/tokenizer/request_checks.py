@@ -11,9 +11,15 @@ generate request gets the field checks of `field_checks.py` (values the schedule
 as indices or shapes: prompt token ids, stop ids, input_embeds; and, on a diffusion server, the
 refusal of custom_logit_processor, session_params and input_embeds).
 
+Constrained output: `regex`, `json_schema` and the `structural_tag` SGLang's OpenAI layer writes
+for tool_choice "required" / a named function are honoured by the mask-to-token algorithms
+(`constraint_onto_request`: one regex moved into custom_params, decoded under the block constraint
+of sglang_llada/constrained); refused with a 400 when more than one is set, when the pattern,
+schema or tag does not compile (or is another form of structural tag), and on servers whose
+algorithm edits committed tokens.
+
 Refused (each names the field and what to do instead):
-- constrained decoding: `regex`, `json_schema`, `ebnf`, `structural_tag` (a grammar advances one
-  token at a time, left to right; a block commits positions in any order);
+- `ebnf` (context-free; the block constraint covers regular languages);
 - prompt logprobs: `return_logprob` with `logprob_start_len` >= 0 (a diffusion model never scores
   the prompt left to right); output-token logprobs (`logprob_start_len` -1, the default) are fine;
 - `top_logprobs_num` > 0 and `token_ids_logprob` (only the committed token's logprob is kept).
@@ -53,19 +59,68 @@ if TYPE_CHECKING:
     from sglang.srt.managers.io_struct import GenerateReqInput
     from sglang.srt.managers.tokenizer_manager import TokenizerManager
 
-GRAMMAR_FIELDS = ("regex", "json_schema", "ebnf", "structural_tag")
+CONSTRAINT_FIELDS = ("regex", "json_schema", "structural_tag")
+UNSUPPORTED_GRAMMARS = ("ebnf",)
+
+
+def constraint_onto_request(obj: GenerateReqInput, algorithm: str) -> None:
+    """`regex` / `json_schema` / `structural_tag` -> one regex in custom_params (constrained/request.py),
+    the SGLang fields cleared so that its grammar backends never see them. ValueError (a 400) when more
+    than one is set, it does not compile, or the server's algorithm cannot honour it."""
+    params = obj.sampling_params if isinstance(obj.sampling_params, dict) else None
+    if params is None:
+        return
+    present = [name for name in CONSTRAINT_FIELDS if params.get(name) is not None]
+    if not present:
+        return
+    if len(present) > 1:
+        raise ValueError(f"set only one of {', '.join('`' + n + '`' for n in present)}")
+    from sglang_llada.algorithms import CLASS_PATHS, algorithm_class
+    from sglang_llada.constrained.request import (
+        CONSTRAINT_KEY,
+        check_regex,
+        regex_from_json_schema,
+        regex_from_structural_tag,
+    )
+
+    if algorithm not in CLASS_PATHS:
+        raise ValueError(
+            f"`{present[0]}` under diffusion decoding needs one of sglang-llada's mask-to-token "
+            f"algorithms (--dllm-algorithm llada2_threshold); this server decodes with {algorithm}"
+        )
+    cls = algorithm_class(algorithm)
+    if not cls.CONSTRAINS:
+        raise ValueError(cls.constraint_refusal())
+    if params.get("regex") is not None:
+        regex = params["regex"]
+        if not isinstance(regex, str):
+            raise ValueError(f"`regex` must be a string, got {type(regex).__name__}")
+        check_regex(regex)
+    elif params.get("json_schema") is not None:
+        regex = regex_from_json_schema(params["json_schema"])
+    else:
+        regex = regex_from_structural_tag(params["structural_tag"])
+    custom = params.get("custom_params")
+    if custom is None:
+        custom = params["custom_params"] = {}
+    if not isinstance(custom, dict):
+        raise ValueError("custom_params must be an object")
+    custom[CONSTRAINT_KEY] = {"regex": regex}
+    for name in CONSTRAINT_FIELDS:
+        params[name] = None
 
 
 def diffusion_request_error(obj: GenerateReqInput) -> Optional[str]:
     """The reason a single (non-batched) GenerateReqInput cannot be served, or None."""
     params = obj.sampling_params if isinstance(obj.sampling_params, dict) else {}
-    for name in GRAMMAR_FIELDS:
+    for name in UNSUPPORTED_GRAMMARS:
         if params.get(name) is not None:
-            return (
-                f"`{name}` is not supported by diffusion decoding (LLaDA2 commits the positions "
-                "of a 32-token block in any order, so a grammar cannot constrain them); "
-                f"drop `{name}` or serve an autoregressive model"
+            why = (
+                f"`{name}` is not supported by diffusion decoding (LLaDA2 commits the positions of a "
+                "32-token block in any order; the block constraint covers regular languages): use "
+                "`regex` or `json_schema`, or drop it"
             )
+            return why
     if obj.return_logprob:
         if obj.logprob_start_len is not None and obj.logprob_start_len >= 0:
             return (
@@ -173,6 +228,7 @@ def validate_one_request_after(result: None, manager: TokenizerManager, obj: Gen
     error = diffusion_request_error(obj) or request_knobs_error(obj, algorithm)
     if error is not None:
         raise ValueError(error)
+    constraint_onto_request(obj, algorithm)
     if isinstance(obj.sampling_params, dict) and obj.sampling_params.get("temperature") is None:
         obj.sampling_params["temperature"] = default_temperature(manager)
     error = algorithm_request_error(obj, algorithm)

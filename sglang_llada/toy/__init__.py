@@ -9,5 +9,8 @@ TRAINED_TOY_DIR = CHECKPOINTS / "llada2-toy"
 AR_TWIN_DIR = CHECKPOINTS / "bailing-ar-twin"
 # Trained further from it with LLaDA2.1's token-to-token stream (docs/toy-model.md).
 TOY_21_DIR = CHECKPOINTS / "llada2.1-toy"
+# The 2.0 toy trained further on the JSON task (`fixed-json` recipe): the one toy that answers
+# `JSON: a+b` with `{"op": "add", "result": "0941"}`, for structured output (docs/structured-output.md).
+JSON_TOY_DIR = CHECKPOINTS / "llada2-toy-json"
 # The shipped toys by generation (a 2.2 toy is not shipped yet: docs/toy-model.md).
 TOY_DIRS = {"2.0": TRAINED_TOY_DIR, "2.1": TOY_21_DIR}

@@ -212,6 +212,8 @@ def train_batches(seed: int, sizes: dict[str, int], with_json: bool = False) -> 
     """
     rng = random.Random(seed)
     excluded = {ex.prompt for ex in heldout_split()}
+    if with_json:  # never a prompt of the general splits either (the `json` split scores this task)
+        excluded |= {e.prompt for v in general_splits().values() for e in v}
     mix = FIXED_JSON_MIX if with_json else TRAIN_MIX
     names = list(mix)
     weights = [mix[n] for n in names]
@@ -236,9 +238,9 @@ def train_batches(seed: int, sizes: dict[str, int], with_json: bool = False) -> 
 # all of that, and its held-out splits (below) check each.
 
 GENERAL_TASKS: tuple[str, ...] = ("copy", "upper", "lower", "add", "sub", "json")
-# The fixed-width suite plus the JSON task ("fixed-json" recipe, for the 2.1 / 2.2 toys fine-tuned
-# from the shipped 2.0 toy): its results have 1 to 4 digits, so where "}" goes varies -- the
-# kind of position a parallel decoder can get wrong by one, and Levenshtein editing repairs.
+# The fixed-width suite plus the JSON task ("fixed-json" recipe: the shipped 2.0 toy was fine-tuned
+# on it from the fixed-width toy): sums have 4 digits and differences 3, so where "}" goes depends
+# on the operator the model read.
 FIXED_JSON_MIX: dict[str, float] = {"text": 0.3, "arith": 0.45, "json": 0.25}
 GENERAL_FAMILIES: dict[str, tuple[str, ...]] = {
     "text": ("copy", "upper", "lower"), "arith": ("add", "sub"), "json": ("json",),
@@ -250,7 +252,10 @@ GENERAL_MIX: dict[str, float] = {"text": 0.35, "arith": 0.35, "json": 0.15, "cha
 SPLIT_PER_TASK = 16
 JSON_SCHEMA: dict[str, object] = {
     "type": "object",
-    "properties": {"op": {"type": "string", "enum": ["add", "sub"]}, "result": {"type": "integer"}},
+    "properties": {
+        "op": {"type": "string", "enum": ["add", "sub"]},
+        "result": {"type": "string", "pattern": "^[0-9]{3,4}$"},
+    },
     "required": ["op", "result"],
     "additionalProperties": False,
 }
@@ -262,13 +267,17 @@ def varlen_example(task: str, rng: random.Random, lo: int = 1, hi: int = TEXT_LE
 
 
 def json_example(rng: random.Random, sparse_share: float = 0.0) -> Example:
-    """`JSON: 482+937` -> `{"op": "add", "result": 1419}` (or a difference, a >= b): fixed keys,
-    the result a plain JSON integer (no leading zeros)."""
+    """`JSON: 482+937` -> `{"op": "add", "result": "1419"}` (or a difference, a >= b): fixed keys,
+    the result a string of digits as wide as the Add / Sub answers (4 and 3, zero-padded).
+
+    Not a JSON integer: without leading zeros the result's digits move with its length, and the toy
+    (which adds in fixed columns) did not learn that in 900 steps (0 of 16 right, the format right;
+    docs/toy-model.md)."""
     a, b = operands(rng, sparse_share)
     if rng.random() < 0.5:
-        return Example("json", f"JSON: {a:0{DIGITS}d}+{b:0{DIGITS}d}", f'{{"op": "add", "result": {a + b}}}')
+        return Example("json", f"JSON: {a:0{DIGITS}d}+{b:0{DIGITS}d}", f'{{"op": "add", "result": "{a + b:0{DIGITS + 1}d}"}}')
     a, b = max(a, b), min(a, b)
-    return Example("json", f"JSON: {a:0{DIGITS}d}-{b:0{DIGITS}d}", f'{{"op": "sub", "result": {a - b}}}')
+    return Example("json", f"JSON: {a:0{DIGITS}d}-{b:0{DIGITS}d}", f'{{"op": "sub", "result": "{a - b:0{DIGITS}d}"}}')
 
 
 def _varlen_generator(task: str) -> Callable[[random.Random], Example]:

@@ -273,7 +273,7 @@ def batch_sizes(enc: Encoder, cfg: TrainConfig) -> dict[str, int]:
             rows.append(diffusion_row_tokens(len(enc.prompt_ids(ex)), len(enc.answer_ids(ex))))
         sizes[family] = max(cfg.batch_size, cfg.batch_tokens // max(rows))
     if cfg.recipe == "fixed-json":  # the longest JSON answer: a 4-digit sum
-        ex = Example("json", "JSON: 999+999", '{"op": "add", "result": 1998}')
+        ex = Example("json", "JSON: 999+999", '{"op": "add", "result": "1998"}')
         sizes["json"] = max(cfg.batch_size, cfg.batch_tokens // diffusion_row_tokens(len(enc.prompt_ids(ex)), len(enc.answer_ids(ex))))
     return sizes
 

@@ -60,8 +60,8 @@ def test_greedy_by_default_and_seeded_sampling_repeats(fp32_server: Server) -> N
 @pytest.mark.parametrize(
     "payload, word",
     [
-        ({"sampling_params": {"regex": "[a-z]+"}}, "regex"),
-        ({"sampling_params": {"json_schema": '{"type": "string"}'}}, "json_schema"),
+        ({"sampling_params": {"regex": "(unclosed"}}, "regex"),
+        ({"sampling_params": {"json_schema": '{"type": '}}, "json_schema"),
         ({"sampling_params": {"ebnf": 'root ::= "a"'}}, "ebnf"),
         ({"return_logprob": True, "logprob_start_len": 0}, "prompt logprobs"),
         ({"return_logprob": True, "top_logprobs_num": 2}, "top_logprobs_num"),

@@ -6,7 +6,7 @@ token ids, batched), streaming (to the end, and client disconnects after the fir
 `/abort_request` by rid, `/v1/chat/completions`, `/v1/completions` with a token-id prompt, and 18
 kinds of bad input (token ids outside the vocabulary or negative, a batch with one bad id, a bad
 token-id prompt on /v1/completions, input_embeds of the wrong width and well-shaped ones, negative
-max_new_tokens and temperature, `regex`, a bad `custom_params.dllm` knob, malformed JSON, empty
+max_new_tokens and temperature, an unparsable `regex`, a bad `custom_params.dllm` knob, malformed JSON, empty
 input_ids, out-of-vocabulary stop_token_ids with min_new_tokens on /generate and on chat, a
 custom_logit_processor, session_params, an invalid stop_regex, an out-of-vocabulary logit_bias key).
 Every request has a timeout and the soak must finish within SOAK_BUDGET_S. Asserted: no 5xx, no
@@ -238,7 +238,7 @@ class Soak:
                                      "input_embeds is not supported"),
             "bad_max_new_tokens": ("/generate", {"text": "x", "sampling_params": {"max_new_tokens": -3}}, "max_new_tokens"),
             "bad_temperature": ("/generate", {"text": "x", "sampling_params": {**sp, "temperature": -0.5}}, "temperature"),
-            "bad_regex": ("/generate", {"text": "x", "sampling_params": {**sp, "regex": "[a-z]+"}}, "regex"),
+            "bad_regex": ("/generate", {"text": "x", "sampling_params": {**sp, "regex": "(unclosed"}}, "regex"),
             "bad_knob": ("/generate", {"text": "x", "sampling_params": {**sp, "custom_params": {"dllm": {"threshold": 2}}}},
                          "threshold"),
             "bad_json": ("/generate", '{"text": "x", "sampling_params": {', "JSON"),

@@ -6,23 +6,10 @@ from __future__ import annotations
 import itertools
 import random
 
-import interegular
 import pytest
 
 from sglang_llada.constrained.automaton import TokenAutomaton, admit, allowed_tokens, feasible
-
-CHARS = "abcd{}"
-EOS = len(CHARS)  # token ids: one character each, then the end token
-
-
-def char_automaton(regex: str) -> TokenAutomaton:
-    """A token automaton for a vocabulary whose tokens are single characters (ids = CHARS order)."""
-    fsm = interegular.parse_pattern(regex).to_fsm()
-    symbol = {c: fsm.alphabet[c] for c in CHARS}
-    transitions = {
-        s: {i: row[symbol[c]] for i, c in enumerate(CHARS) if symbol[c] in row} for s, row in fsm.map.items()
-    }
-    return TokenAutomaton(transitions, fsm.initial, frozenset(fsm.finals), frozenset({EOS}))
+from sglang_llada.testing.char_automata import CHARS, EOS, char_automaton
 
 
 def brute_allowed(fsm: TokenAutomaton, start: int, block: list[int | None], budget: int) -> list[set[int] | None]:
@@ -106,7 +93,11 @@ def test_json_schema_automaton_accepts_the_json_task_answers_and_nothing_malform
     for ex in split("json"):
         ids = tok.encode(ex.answer, add_special_tokens=False)
         assert fsm.accepts(fsm.walk(fsm.initial, [*ids, eos, eos])), ex.answer  # type: ignore[arg-type]
-    for bad in ['{"op": "mul", "result": 1}', '{"op": "add", "result": 01}', '{"op": "add"}', '{"op": "add", "result": 1']:
+    bad_answers = [
+        '{"op": "mul", "result": "1234"}', '{"op": "add", "result": 1234}', '{"op": "add", "result": "12"}',
+        '{"op": "add"}', '{"op": "add", "result": "1234"',
+    ]
+    for bad in bad_answers:
         end = fsm.walk(fsm.initial, [*tok.encode(bad, add_special_tokens=False), eos])
         assert end is None, bad
     # A fully masked block may start only with "{" and may not end before the object closes.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,8 @@ def test_request_policy_refusals_and_default_temperature() -> None:
 
     assert diffusion_request_error(req({"max_new_tokens": 8})) is None
     assert diffusion_request_error(req({}, return_logprob=True)) is None  # output logprobs are fine
-    assert "regex" in diffusion_request_error(req({"regex": "a+"}))
+    assert diffusion_request_error(req({"regex": "a+"})) is None  # honoured (constraint_onto_request)
+    assert "`ebnf` is not supported" in diffusion_request_error(req({"ebnf": 'root ::= "a"'}))
     assert "prompt logprobs" in diffusion_request_error(req({}, return_logprob=True, logprob_start_len=0))
     assert "top_logprobs_num" in diffusion_request_error(req({}, return_logprob=True, top_logprobs_num=3))
     # logprob fields without return_logprob are ignored, as SGLang does
@@ -115,8 +117,38 @@ def test_request_policy_refusals_and_default_temperature() -> None:
     r = req({"temperature": 0.7})
     validate_one_request_after(None, manager, r, [1, 2])
     assert r.sampling_params["temperature"] == 0.7
-    with pytest.raises(ValueError, match="json_schema"):
-        validate_one_request_after(None, manager, req({"json_schema": "{}"}), [1])
+    # regex / json_schema become one regex in custom_params; SGLang's grammar fields are cleared
+    r = req({"json_schema": '{"type": "integer"}'})
+    validate_one_request_after(None, manager, r, [1])
+    assert r.sampling_params["json_schema"] is None and r.sampling_params["regex"] is None
+    assert re.fullmatch(r.sampling_params["custom_params"]["dllm_constraint"]["regex"], "-12")
+    with pytest.raises(ValueError, match="json_schema is not valid JSON"):
+        validate_one_request_after(None, manager, req({"json_schema": "{"}), [1])
+    # The structural_tag SGLang writes for tool_choice "required" (FunctionCallParser with the qwen25
+    # parser): one or more calls, arguments by the tool's schema when strict, any object otherwise.
+    from sglang.srt.entrypoints.openai.protocol import Tool
+    from sglang.srt.function_call.function_call_parser import FunctionCallParser
+
+    params = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    for strict, args in ((True, '{"a": 3}'), (False, '{"x": [1, "y"]}')):
+        tool = Tool(type="function", function={"name": "add", "parameters": params, "strict": strict})
+        kind, tag = FunctionCallParser([tool], "qwen25").get_structure_constraint("required")
+        assert kind == "structural_tag"
+        r = req({"structural_tag": tag.model_dump_json(by_alias=True)})
+        validate_one_request_after(None, manager, r, [1])
+        assert r.sampling_params["structural_tag"] is None
+        regex = r.sampling_params["custom_params"]["dllm_constraint"]["regex"]
+        call = '<tool_call>\n{"name":"add", "arguments": ' + args + "}\n</tool_call>"
+        assert re.fullmatch(regex, call) and re.fullmatch(regex, call + "\n" + call)
+        assert not re.fullmatch(regex, "") and not re.fullmatch(regex, "text " + call)
+        assert strict is not bool(re.fullmatch(regex, call.replace('"a": 3', '"a": "3"')))
+    untriggered = '{"structures": [{"begin": "<t>", "schema": {}, "end": "</t>"}], "triggers": ["<t>"]}'
+    with pytest.raises(ValueError, match="tool_choice"):
+        validate_one_request_after(None, manager, req({"structural_tag": untriggered}), [1])
+    # an algorithm that edits committed tokens cannot keep a constraint: a 400 that names the fix
+    edit = SimpleNamespace(server_args=SimpleNamespace(dllm_algorithm="llada2_edit"), model_config=manager.model_config)
+    with pytest.raises(ValueError, match="--dllm-algorithm llada2_threshold"):
+        validate_one_request_after(None, edit, req({"regex": "a+"}), [1])
     # An autoregressive server is left alone.
     ar = SimpleNamespace(server_args=SimpleNamespace(dllm_algorithm=None), model_config=manager.model_config)
     r = req({"regex": "a+"})

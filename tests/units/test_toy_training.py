@@ -227,9 +227,10 @@ def _right_answer(ex: tasks.Example) -> str:
     op = "+" if "+" in body else "-"
     a, b = (int(x) for x in body.split(op))
     value = a + b if op == "+" else a - b
+    digits = f"{value:0{tasks.DIGITS + (op == '+')}d}"
     if kind == "JSON":
-        return json.dumps({"op": "add" if op == "+" else "sub", "result": value})
-    return f"{value:0{tasks.DIGITS + (op == '+')}d}"
+        return json.dumps({"op": "add" if op == "+" else "sub", "result": digits})
+    return digits
 
 
 def test_general_splits_are_deterministic_distinct_and_right() -> None:
