@@ -51,7 +51,7 @@ def _compiled(regex: str, key: _TokenizerKey) -> TokenAutomaton:
     try:
         guide = RegexGuide.from_regex(regex, TransformerTokenizer(tokenizer))
     except Exception as e:  # noqa: BLE001 - interegular / outlines errors of several types
-        raise ValueError(f"cannot compile the regex {regex!r}: {e}") from e
+        raise ValueError(f"cannot compile the regex {regex!r}: {str(e) or type(e).__name__}") from e
     index = guide.states_to_token_maps
     eos = frozenset({int(tokenizer.eos_token_id)})
     table = index.get_transitions()

@@ -90,7 +90,7 @@ def check_regex(regex: str) -> None:
     try:
         interegular.parse_pattern(regex)
     except Exception as e:  # noqa: BLE001 - interegular's parse errors have several types
-        raise ValueError(f"cannot compile the regex {regex!r}: {e or type(e).__name__}") from e
+        raise ValueError(f"cannot compile the regex {regex!r}: {str(e) or type(e).__name__}") from e
 
 
 def constraint_regex(custom_params: Any) -> Optional[str]:
