@@ -4,8 +4,8 @@
 
 One `python -m sglang.launch_server --model MODEL_DIR --max-running-requests 16` (plus
 `--dllm-algorithm` / `--dllm-algorithm-config` when given), `sglang-llada eval` on the first LIMIT
-examples of SPLIT at concurrency 16; prints accuracy per task, TPF, the first wrong answer and the
-plugin's start-up line.
+examples of SPLIT at concurrency 16; prints accuracy per task, TPF, the first SHOW_WRONG (8) wrong
+answers in full and the plugin's start-up line.
 """
 
 import sys
@@ -15,6 +15,7 @@ from pathlib import Path
 from sglang_llada.eval import evaluate
 from sglang_llada.server_process import launch
 
+SHOW_WRONG = 8
 model, split, limit, rest = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:]
 with tempfile.TemporaryDirectory() as d:
     work = Path(d)
@@ -29,9 +30,8 @@ with tempfile.TemporaryDirectory() as d:
         summary, outcomes = evaluate(server.url, split, concurrency=16, limit=limit, progress=False)
         tpf = summary["tpf"] and round(summary["tpf"], 2)
         print(split, rest, "accuracy", round(summary["accuracy"], 3), summary["accuracy_per_task"], "tpf", tpf)
-        wrong = next((o for o in outcomes if not o.correct), None)
-        if wrong is not None:
-            print("  first wrong:", repr(wrong.example.answer[:40]), "->", repr(wrong.completion[:40]))
+        for wrong in [o for o in outcomes if not o.correct][:SHOW_WRONG]:
+            print(f"  wrong ({wrong.example.task}):", repr(wrong.example.answer), "->", repr(wrong.completion))
         print(next(ln for ln in server.log().splitlines() if "plugin active" in ln)[-200:])
     finally:
         server.stop()
