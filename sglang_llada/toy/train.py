@@ -158,7 +158,8 @@ def diffusion_batch(
     1. The other half are plain mask-to-token blocks: a masked slot of an indel draft may stand
     for any of several target tokens (it depends on edits the model cannot see), so a model
     trained on drafts alone never grows confident on plain masks (a first 2.2 run decoded one
-    token per forward at threshold 0.95)."""
+    token per forward at threshold 0.95). `t2t` applies to those plain blocks too (a 2.2 run
+    without it learned to rewrite a correct `d`: bench/results/edit_toys_22_unshipped_probe.txt)."""
     rng = random.Random(int(torch.randint(1 << 30, (), generator=g))) if indel > 0.0 else None
     ids_rows, pos_rows, tgt_rows, w_rows, kinds = [], [], [], [], []
     n_answer = 0
@@ -361,7 +362,7 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True, save_every:
         if not diffusion:
             batch = ar_batch(samples, enc)
         elif control is not None:
-            batch = diffusion_batch(samples, enc, g, indel=cfg.indel, control=control)
+            batch = diffusion_batch(samples, enc, g, t2t=cfg.t2t, indel=cfg.indel, control=control)
         else:
             batch = diffusion_batch(samples, enc, g, t2t=cfg.t2t)
         for group in opt.param_groups:

@@ -395,6 +395,25 @@ def test_levenshtein_stream_labels_drafts_with_delete_and_split(enc: Encoder) ->
     assert seen == {DELETE, SPLIT} and kinds == {"plain", "draft"}
 
 
+def test_levenshtein_stream_with_t2t_labels_every_answer_position(enc: Encoder) -> None:
+    """`--generation 2.2 --t2t c`: the plain mask-to-token blocks get LLaDA2.1's keep / restore
+    loss on their unmasked positions too (without it a 2.2 run learned to rewrite a correct `d`)."""
+    DELETE, SPLIT = 300, 301
+    samples = [(enc.prompt_ids(e), enc.answer_ids(e)) for e in tasks.split("varlen")[:8]]
+
+    def unlabelled(t2t: float) -> int:
+        b = diffusion_batch(samples, enc, torch.Generator().manual_seed(0), t2t=t2t, indel=0.6, control=(DELETE, SPLIT))
+        count = 0
+        for r, (prompt, answer) in enumerate(samples):
+            P = len(prompt)
+            N = -(-(P + len(answer)) // BLOCK) * BLOCK
+            cols = [i for i in range(N - BLOCK, b.ids.shape[1]) if P <= int(b.positions[r, i]) < N]
+            count += sum(int(b.targets[r, i]) == -100 for i in cols)
+        return count
+
+    assert unlabelled(0.0) > 0 and unlabelled(0.3) == 0
+
+
 def test_every_split_is_named_by_eval_and_renders_its_turns() -> None:
     from sglang_llada.cli import build_parser
     from sglang_llada.eval import render_prompts
