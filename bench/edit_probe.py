@@ -16,6 +16,7 @@ from collections import Counter
 import torch
 from transformers import AutoTokenizer
 
+from sglang_llada.algorithms.edit import EDIT_MODES
 from sglang_llada.eval import render_prompts
 from sglang_llada.testing.reference_llada2 import load_reference
 from sglang_llada.toy.tasks import split
@@ -27,7 +28,7 @@ def main() -> None:
     p.add_argument("--split", default="heldout")
     p.add_argument("--tasks", default="copy,upper,lower")
     p.add_argument("--limit", type=int, default=12, help="first N examples of those tasks")
-    p.add_argument("--edit-threshold", type=float, default=0.5)
+    p.add_argument("--edit-threshold", type=float, default=EDIT_MODES["Q"][1], help="default: llada2_edit Q's")
     args = p.parse_args()
     tok = AutoTokenizer.from_pretrained(args.ckpt)
     model = load_reference(args.ckpt)

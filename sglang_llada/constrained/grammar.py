@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from sglang_llada.constrained.automaton import TokenAutomaton
-from sglang_llada.constrained.request import regex_from_json_schema
+from sglang_llada.constrained.request import regex_error, regex_from_json_schema
 
 
 def automaton_from_regex(regex: str, tokenizer: Any) -> TokenAutomaton:
@@ -51,7 +51,7 @@ def _compiled(regex: str, key: _TokenizerKey) -> TokenAutomaton:
     try:
         guide = RegexGuide.from_regex(regex, TransformerTokenizer(tokenizer))
     except Exception as e:  # noqa: BLE001 - interegular / outlines errors of several types
-        raise ValueError(f"cannot compile the regex {regex!r}: {str(e) or type(e).__name__}") from e
+        raise regex_error(regex, e) from e
     index = guide.states_to_token_maps
     eos = frozenset({int(tokenizer.eos_token_id)})
     table = index.get_transitions()

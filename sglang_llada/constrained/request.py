@@ -83,6 +83,11 @@ def regex_from_structural_tag(tag: str | dict[str, Any]) -> str:
     return one + "(" + literal_regex(TOOL_CALL_SEPARATOR) + one + ")*"
 
 
+def regex_error(regex: str, e: Exception) -> ValueError:
+    """The 400's message for a regex the parser rejects (some parse errors carry no text)."""
+    return ValueError(f"cannot compile the regex {regex!r}: {str(e) or type(e).__name__}")
+
+
 def check_regex(regex: str) -> None:
     """ValueError when `regex` is not a pattern the automaton builder can compile."""
     import interegular
@@ -90,7 +95,7 @@ def check_regex(regex: str) -> None:
     try:
         interegular.parse_pattern(regex)
     except Exception as e:  # noqa: BLE001 - interegular's parse errors have several types
-        raise ValueError(f"cannot compile the regex {regex!r}: {str(e) or type(e).__name__}") from e
+        raise regex_error(regex, e) from e
 
 
 def constraint_regex(custom_params: Any) -> Optional[str]:

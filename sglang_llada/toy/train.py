@@ -82,9 +82,10 @@ class TrainConfig:
     # Start from this checkpoint's weights instead of a random initialization.
     init: str | None = None
     # LLaDA2.1's token-to-token stream (diffusion_batch): the largest corruption rate; 0 = off.
+    # Under "2.2" it applies to the plain mask-to-token blocks (the drafts have their own labels).
     t2t: float = 0.0
     # "2.2": block routing and DELETE / SPLIT in the config, and the Levenshtein stream
-    # (diffusion_batch `indel`, the largest edit rate) instead of t2t.
+    # (diffusion_batch `indel`, the largest edit rate) on half of the answer blocks.
     generation: str = "2.0"
     indel: float = 0.3
 
@@ -407,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--recipe", choices=("fixed", "fixed-json", "general"), default=d.recipe, help="training data (tasks.py)")
     p.add_argument("--init", default=None, help="start from this checkpoint directory's weights")
-    p.add_argument("--t2t", type=float, default=d.t2t, help="LLaDA2.1 token-to-token stream: max corruption rate")
+    p.add_argument("--t2t", type=float, default=d.t2t, help="LLaDA2.1 token-to-token stream: max corruption rate (2.2: on the plain blocks)")
     p.add_argument("--save-every", type=int, default=0, help="also write OUT/step-N every N steps")
     p.add_argument("--generation", choices=("2.0", "2.2"), default=d.generation,
                    help="2.2: block routing, DELETE / SPLIT and the Levenshtein stream (--indel)")
