@@ -68,7 +68,8 @@ def launch(
     env_overrides: dict[str, str] | None = None,
 ) -> Server:
     """Launch the stock server from a neutral working directory (so no source tree shadows
-    the installed package) and wait until it answers.
+    the installed package) and wait until SGLang reports it ready (`/ready`: its warmup request
+    has finished, so no request of the caller shares a batch with it).
 
     via_cli: start it as `sglang-llada serve [--model M] ...` instead (model None: the embedded
     default), which exec's the same stock server.
@@ -127,7 +128,11 @@ def _launch_once(
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()[-6000:]}")
         try:
-            if requests.get(server.url + "/model_info", timeout=2).status_code == 200:
+            # /ready answers 200 once SGLang's own warmup request has finished (status Up), not
+            # when the HTTP server first answers (/model_info): a caller's first requests would
+            # otherwise share batches with the warmup, and in --no-dllm-fdfo mode each request
+            # of a batch is charged the batch's forwards (the flaky forward counts of CI).
+            if requests.get(server.url + "/ready", timeout=2).status_code == 200:
                 return server
         except requests.RequestException:
             pass

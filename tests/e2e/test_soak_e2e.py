@@ -72,16 +72,7 @@ def _launch(tmp_path_factory, neutral_dir: Path, model: Path, args: list[str], e
     config = workdir / "one_step.yaml"
     config.write_text("threshold: 0.0\n")
     args = [*args, "--dllm-algorithm", "llada2_threshold", "--dllm-algorithm-config", str(config)]
-    srv = launch(model, args, neutral_dir, workdir / f"{name}.log", env_overrides=env)
-    # `launch` returns once /model_info answers, before SGLang's warmup request has finished; a
-    # request of ours sharing the warmup's batch must not fail it (a failed warmup stops the server).
-    deadline = time.monotonic() + 120
-    while "ready to roll" not in srv.log():
-        if srv.proc.poll() is not None or time.monotonic() > deadline:
-            srv.stop()
-            raise RuntimeError(f"server not ready:\n{srv.log()[-4000:]}")
-        time.sleep(0.5)
-    return srv
+    return launch(model, args, neutral_dir, workdir / f"{name}.log", env_overrides=env)
 
 
 # ------------------------------------------------------------------------------------------------
