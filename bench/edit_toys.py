@@ -1,22 +1,24 @@
 """The trained 2.1 and 2.2 toys against the 2.0 toy they were fine-tuned from, through the server.
 
-    .venv/bin/python bench/edit_toys.py --only 2.0,2.1 --out bench/results/edit_toys_21
-    .venv/bin/python bench/edit_toys.py --toy 2.2=DIR     # every row (writes bench/results/edit_toys.*)
+    .venv/bin/python bench/edit_toys.py                   # every row (writes bench/results/edit_toys.*)
+    .venv/bin/python bench/edit_toys.py --only 2.2 --toy 2.2=DIR --limit 60 --out ...  # a training run
 
 One stock server per row (`python -m sglang.launch_server --model DIR` plus the row's flags),
-scored by `sglang-llada eval` on a toy split (greedy, concurrency 16, --max-running-requests 16):
+scored by `sglang-llada eval` on a toy split (concurrency 16, --max-running-requests 16; greedy, or
+sampled at temperature 2 with one seed per request where the row says T=2):
 
 * 2.0 toy (`llada2-toy`) at its default (`llada2_threshold` 0.95): the reference row of the 2.1 bar.
 * 2.1 toy (`llada2.1-toy`, trained with LLaDA2.1's token-to-token stream): its default
   (`llada2_edit` Q, from its generation_config), S mode, and S's mask threshold without editing
   (`llada2_threshold` 0.5); then a low mask threshold (0.1) with editing (edit_threshold 0.5) and
-  without: where drafts are wrong, does editing repair them?
-* 2.2 toy (not shipped yet: pass `--toy 2.2=DIR`, a checkpoint of `python -m sglang_llada.toy.train
+  without: where drafts are wrong, does editing repair them? Greedy drafts of this toy are nearly
+  never wrong, so the same two comparisons are also run on sampled drafts (T=2).
+* 2.2 toy (`llada2.2-toy`, or `--toy 2.2=DIR` for a checkpoint of `python -m sglang_llada.toy.train
   --generation 2.2 ...`; block routing, trained with Levenshtein edit labels): its default
   (`llada2_levenshtein` Q), S mode, and the same model without DELETE / SPLIT (`llada2_edit` Q) and
   without any editing (`llada2_threshold` 0.7, Q's mask threshold), on the JSON split (results of
   1-4 digits: where "}" goes varies) and the held-out split; then a low mask threshold (0.1) with
-  Levenshtein edits and without, on both: the 2.2 bar.
+  Levenshtein edits and without, on both: the 2.2 bar; and the sampled comparisons of the 2.1 toy.
 """
 
 from __future__ import annotations
@@ -32,26 +34,36 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# (toy, split, label, algorithm or None (the checkpoint's default), YAML knobs)
-ROWS: tuple[tuple[str, str, str, str | None, str], ...] = (
-    ("2.0", "heldout", "default (llada2_threshold 0.95)", None, ""),
-    ("2.1", "heldout", "default (llada2_edit Q)", None, ""),
-    ("2.1", "heldout", "llada2_edit S", "llada2_edit", "mode: S\n"),
-    ("2.1", "heldout", "llada2_threshold 0.5 (S without editing)", "llada2_threshold", "threshold: 0.5\n"),
-    ("2.1", "heldout", "llada2_edit threshold 0.1, edit 0.5", "llada2_edit", "threshold: 0.1\nedit_threshold: 0.5\nmax_edit_steps: 16\n"),
-    ("2.1", "heldout", "llada2_threshold 0.1 (without editing)", "llada2_threshold", "threshold: 0.1\n"),
-    ("2.2", "json", "default (llada2_levenshtein Q)", None, ""),
-    ("2.2", "json", "llada2_levenshtein S", "llada2_levenshtein", "mode: S\n"),
-    ("2.2", "json", "llada2_edit Q (no DELETE / SPLIT)", "llada2_edit", "mode: Q\n"),
-    ("2.2", "json", "llada2_threshold 0.7 (no editing)", "llada2_threshold", "threshold: 0.7\n"),
-    ("2.2", "heldout", "default (llada2_levenshtein Q)", None, ""),
-    ("2.2", "heldout", "llada2_threshold 0.7 (no editing)", "llada2_threshold", "threshold: 0.7\n"),
+# (toy, split, label, algorithm or None (the checkpoint's default), YAML knobs, temperature: 0 greedy)
+ROWS: tuple[tuple[str, str, str, str | None, str, float], ...] = (
+    ("2.0", "heldout", "default (llada2_threshold 0.95)", None, "", 0.0),
+    ("2.1", "heldout", "default (llada2_edit Q)", None, "", 0.0),
+    ("2.1", "heldout", "llada2_edit S", "llada2_edit", "mode: S\n", 0.0),
+    ("2.1", "heldout", "llada2_threshold 0.5 (S without editing)", "llada2_threshold", "threshold: 0.5\n", 0.0),
+    ("2.1", "heldout", "llada2_edit threshold 0.1, edit 0.5", "llada2_edit", "threshold: 0.1\nedit_threshold: 0.5\nmax_edit_steps: 16\n", 0.0),
+    ("2.1", "heldout", "llada2_threshold 0.1 (without editing)", "llada2_threshold", "threshold: 0.1\n", 0.0),
+    # sampled drafts (temperature 2, seeded): wrong tokens that greedy decoding of these toys never
+    # writes; editing on vs off at the same mask threshold (Q's 0.7, and 0.1)
+    ("2.1", "heldout", "T=2: llada2_edit Q", "llada2_edit", "mode: Q\n", 2.0),
+    ("2.1", "heldout", "T=2: llada2_threshold 0.7 (Q without editing)", "llada2_threshold", "threshold: 0.7\n", 2.0),
+    ("2.1", "heldout", "T=2: llada2_edit threshold 0.1, edit 0.5", "llada2_edit", "threshold: 0.1\nedit_threshold: 0.5\nmax_edit_steps: 16\n", 2.0),
+    ("2.1", "heldout", "T=2: llada2_threshold 0.1 (without editing)", "llada2_threshold", "threshold: 0.1\n", 2.0),
+    ("2.2", "json", "default (llada2_levenshtein Q)", None, "", 0.0),
+    ("2.2", "json", "llada2_levenshtein S", "llada2_levenshtein", "mode: S\n", 0.0),
+    ("2.2", "json", "llada2_edit Q (no DELETE / SPLIT)", "llada2_edit", "mode: Q\n", 0.0),
+    ("2.2", "json", "llada2_threshold 0.7 (no editing)", "llada2_threshold", "threshold: 0.7\n", 0.0),
+    ("2.2", "heldout", "default (llada2_levenshtein Q)", None, "", 0.0),
+    ("2.2", "heldout", "llada2_threshold 0.7 (no editing)", "llada2_threshold", "threshold: 0.7\n", 0.0),
     # a low mask threshold makes drafts wrong (shifted copies, a misplaced "}"): the 2.2 bar's
     # comparison, Levenshtein edits on vs off at the same mask threshold
-    ("2.2", "json", "llada2_levenshtein threshold 0.1, edit 0.5", "llada2_levenshtein", "threshold: 0.1\nedit_threshold: 0.5\n"),
-    ("2.2", "json", "llada2_threshold 0.1 (without editing)", "llada2_threshold", "threshold: 0.1\n"),
-    ("2.2", "heldout", "llada2_levenshtein threshold 0.1, edit 0.5", "llada2_levenshtein", "threshold: 0.1\nedit_threshold: 0.5\n"),
-    ("2.2", "heldout", "llada2_threshold 0.1 (without editing)", "llada2_threshold", "threshold: 0.1\n"),
+    ("2.2", "json", "llada2_levenshtein threshold 0.1, edit 0.5", "llada2_levenshtein", "threshold: 0.1\nedit_threshold: 0.5\n", 0.0),
+    ("2.2", "json", "llada2_threshold 0.1 (without editing)", "llada2_threshold", "threshold: 0.1\n", 0.0),
+    ("2.2", "heldout", "llada2_levenshtein threshold 0.1, edit 0.5", "llada2_levenshtein", "threshold: 0.1\nedit_threshold: 0.5\n", 0.0),
+    ("2.2", "heldout", "llada2_threshold 0.1 (without editing)", "llada2_threshold", "threshold: 0.1\n", 0.0),
+    ("2.2", "heldout", "T=2: llada2_levenshtein Q", "llada2_levenshtein", "mode: Q\n", 2.0),
+    ("2.2", "heldout", "T=2: llada2_threshold 0.7 (Q without editing)", "llada2_threshold", "threshold: 0.7\n", 2.0),
+    ("2.2", "heldout", "T=2: llada2_levenshtein threshold 0.1, edit 0.5", "llada2_levenshtein", "threshold: 0.1\nedit_threshold: 0.5\n", 2.0),
+    ("2.2", "heldout", "T=2: llada2_threshold 0.1 (without editing)", "llada2_threshold", "threshold: 0.1\n", 2.0),
 )
 
 
@@ -59,8 +71,8 @@ def run_row(model: Path, row: tuple, args: argparse.Namespace, workdir: Path) ->
     """generations.py's row runner (one stock server, `sglang-llada eval`) on the row's split."""
     from generations import run_row as run_generation_row
 
-    toy, split_name, label, algorithm, knobs = row
-    r = run_generation_row(model, (toy, label, algorithm, knobs, args.limit), args, workdir, split_name)
+    toy, split_name, label, algorithm, knobs, temperature = row
+    r = run_generation_row(model, (toy, label, algorithm, knobs, args.limit), args, workdir, split_name, temperature)
     return {"toy": toy, "split": split_name, **r}
 
 
@@ -82,7 +94,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_xticks(x, names, rotation=45, ha="right", fontsize=6)
     ax.legend(loc="upper left", fontsize=7)
     ax2.legend(loc="upper right", fontsize=7)
-    ax.set_title("Trained 2.1 / 2.2 toys: editing on and off (server, greedy)")
+    ax.set_title("Trained 2.1 / 2.2 toys: editing on and off (server; greedy, or sampled at T=2)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -95,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-running-requests", type=int, default=16)
     p.add_argument("--limit", type=int, default=None, help="first N examples of each split")
     p.add_argument("--toy", action="append", default=[], metavar="GEN=DIR",
-                   help="use DIR for toy GEN (default: the shipped one; no 2.2 toy ships yet, so 2.2 rows need 2.2=DIR)")
+                   help="use DIR for toy GEN (default: the shipped one)")
     p.add_argument("--only", default="2.0,2.1,2.2", help="comma-separated toys whose rows to run")
+    p.add_argument("--splits", default="heldout,json", help="comma-separated splits whose rows to run")
     p.add_argument("--out", type=Path, default=RESULTS / "edit_toys")
     args = p.parse_args(argv)
     dirs = dict(TOY_DIRS, **{k: Path(v) for k, v in (t.split("=", 1) for t in args.toy)})
@@ -107,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        for row in [r for r in ROWS if r[0] in args.only.split(",")]:
+        for row in [r for r in ROWS if r[0] in args.only.split(",") and r[1] in args.splits.split(",")]:
             r = run_row(dirs[row[0]], row, args, Path(d))
             print(f"{r['toy']} {r['split']} {r['label']}: accuracy {r['accuracy']:.3f} TPF {r['tpf']:.2f} "
                   f"tok/s {r['output_tokens_per_s']:.1f}", flush=True)
@@ -118,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `{command.strip()}` ({time.time() - t0:.0f} s, {os.cpu_count()} CPU cores). Each row: a "
         f"fresh stock server on the toy, --max-running-requests {args.max_running_requests}, `sglang-llada eval` "
-        f"at concurrency {args.concurrency}, greedy, exact match.",
+        f"at concurrency {args.concurrency}, greedy unless the row says T=2 (temperature 2, request i seeded "
+        f"with sampling_seed i), exact match.",
         "",
         "| toy | split | decoding | exact match | TPF | output tok/s |",
         "|---|---|---|---:|---:|---:|",

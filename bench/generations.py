@@ -58,9 +58,12 @@ def _control_count(url: str, ids: set[int], n: int = 16) -> int:
     return found
 
 
-def run_row(model: Path, row: tuple, args: argparse.Namespace, workdir: Path, split_name: str = "heldout") -> dict[str, Any]:
+def run_row(
+    model: Path, row: tuple, args: argparse.Namespace, workdir: Path, split_name: str = "heldout", temperature: float = 0.0,
+) -> dict[str, Any]:
     """One stock server on `model` with the row's algorithm and knobs, scored on `split_name`
-    (`args`: concurrency, max_running_requests); for a 2.2 row, DELETE / SPLIT in its outputs."""
+    (`args`: concurrency, max_running_requests; greedy, or sampled at `temperature` with seeds 0..);
+    for a 2.2 row, DELETE / SPLIT in its outputs."""
     from sglang_llada.eval import evaluate
     from sglang_llada.server_process import launch
 
@@ -75,7 +78,7 @@ def run_row(model: Path, row: tuple, args: argparse.Namespace, workdir: Path, sp
     log = workdir / f"server-{len(os.listdir(workdir))}.log"
     server = launch(model, flags, workdir, log)
     try:
-        summary, _ = evaluate(server.url, split_name, concurrency=args.concurrency, limit=limit)
+        summary, _ = evaluate(server.url, split_name, concurrency=args.concurrency, limit=limit, temperature=temperature)
         controls = None
         if generation == "2.2":
             config = json.loads((model / "config.json").read_text())

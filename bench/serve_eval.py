@@ -1,10 +1,10 @@
 """Serve a checkpoint with the stock server and score one toy split (a quick look at a training run).
 
-    .venv/bin/python bench/serve_eval.py MODEL_DIR SPLIT LIMIT [ALGORITHM ["knob: value;knob: value"]]
+    .venv/bin/python bench/serve_eval.py MODEL_DIR SPLIT LIMIT [ALGORITHM ["knob: value;knob: value"]] [--temperature T]
 
 One `python -m sglang.launch_server --model MODEL_DIR --max-running-requests 16` (plus
 `--dllm-algorithm` / `--dllm-algorithm-config` when given), `sglang-llada eval` on the first LIMIT
-examples of SPLIT at concurrency 16; prints accuracy per task, TPF, the first SHOW_WRONG (8) wrong
+examples of SPLIT at concurrency 16 (greedy, or sampled at T with seeds 0..); prints accuracy per task, TPF, the first SHOW_WRONG (8) wrong
 answers in full and the plugin's start-up line.
 """
 
@@ -16,7 +16,13 @@ from sglang_llada.eval import evaluate
 from sglang_llada.server_process import launch
 
 SHOW_WRONG = 8
-model, split, limit, rest = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+argv = sys.argv[1:]
+temperature = 0.0
+if "--temperature" in argv:
+    k = argv.index("--temperature")
+    temperature = float(argv[k + 1])
+    del argv[k : k + 2]
+model, split, limit, rest = Path(argv[0]), argv[1], int(argv[2]), argv[3:]
 with tempfile.TemporaryDirectory() as d:
     work = Path(d)
     extra = ["--max-running-requests", "16"]
@@ -27,9 +33,9 @@ with tempfile.TemporaryDirectory() as d:
             extra += ["--dllm-algorithm-config", str(work / "knobs.yaml")]
     server = launch(model, extra, work, work / "server.log")
     try:
-        summary, outcomes = evaluate(server.url, split, concurrency=16, limit=limit, progress=False)
+        summary, outcomes = evaluate(server.url, split, concurrency=16, limit=limit, progress=False, temperature=temperature)
         tpf = summary["tpf"] and round(summary["tpf"], 2)
-        print(split, rest, "accuracy", round(summary["accuracy"], 3), summary["accuracy_per_task"], "tpf", tpf)
+        print(split, rest, f"T={temperature}", "accuracy", round(summary["accuracy"], 3), summary["accuracy_per_task"], "tpf", tpf)
         for wrong in [o for o in outcomes if not o.correct][:SHOW_WRONG]:
             print(f"  wrong ({wrong.example.task}):", repr(wrong.example.answer), "->", repr(wrong.completion))
         print(next(ln for ln in server.log().splitlines() if "plugin active" in ln)[-200:])

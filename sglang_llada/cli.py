@@ -121,6 +121,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     p.add_argument("--limit", type=int, default=None, help="only the first N examples")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--temperature", type=float, default=0.0, help="sample at this temperature (0: greedy)")
+    p.add_argument("--seed", type=int, default=0, help="with --temperature: request i gets sampling_seed SEED + i")
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -128,7 +130,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     summary, _ = evaluate(
         args.url, args.split, concurrency=args.concurrency,
-        max_new_tokens=args.max_new_tokens, limit=args.limit,
+        max_new_tokens=args.max_new_tokens, limit=args.limit, temperature=args.temperature, seed=args.seed,
     )
     print_report(args.url, args.split, args.concurrency, summary, args.json)
     return 0

@@ -4,6 +4,11 @@ Works with our diffusion server, SGLang's in-tree dLLM and the autoregressive tw
 request goes to the stock `/generate` endpoint with the LLaDA2 chat template rendered on this
 side (all three serve the same tokenizer), greedy, and the completion is scored by exact match.
 Tokens per forward (TPF) is reported when the server puts `dllm_forwards` in `meta_info`.
+
+`--temperature T` samples instead (every request at temperature T, request i seeded with
+`sampling_seed` = `--seed` + i, so a run is repeatable on the same server): a sampled draft holds
+wrong tokens that greedy decoding of a toy never writes, which is what editing decoders repair
+(bench/edit_toys.py's sampled rows).
 """
 
 from __future__ import annotations
@@ -74,6 +79,15 @@ def run_one(
     )
 
 
+def _sampled(params: dict[str, Any] | None, temperature: float, seed: int) -> dict[str, Any] | None:
+    """`params` with a temperature and a per-request seed, or as given when greedy."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        return params
+    return {**(params or {}), "temperature": temperature, "sampling_seed": seed}
+
+
 def _percentile(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     if not xs:
@@ -122,9 +136,12 @@ def evaluate(
     progress: bool = True,
     params: dict[str, Any] | None = None,
     examples: list[Example] | None = None,
+    temperature: float = 0.0,
+    seed: int = 0,
 ) -> tuple[dict[str, Any], list[Outcome]]:
     """Greedy requests for a split's examples (or `examples`, a subset), `concurrency` at a time;
-    `params`: more sampling params for every request. -> (summary, outcomes in split order)."""
+    `params`: more sampling params for every request; `temperature` > 0 samples, request i with
+    `sampling_seed` seed + i. -> (summary, outcomes in split order)."""
     from tqdm import tqdm
 
     examples = (split(split_name) if examples is None else examples)[:limit]
@@ -134,7 +151,7 @@ def evaluate(
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         futures = {
-            pool.submit(run_one, url, ex, p, max_new_tokens, timeout, params): i
+            pool.submit(run_one, url, ex, p, max_new_tokens, timeout, _sampled(params, temperature, seed + i)): i
             for i, (ex, p) in enumerate(zip(examples, prompts))
         }
         correct = finished = 0
@@ -148,14 +165,15 @@ def evaluate(
     wall = time.perf_counter() - t0
     bar.close()
     done = [o for o in outcomes if o is not None]
-    return summarize(done, wall), done
+    return {**summarize(done, wall), "temperature": temperature, "seed": seed if temperature > 0 else None}, done
 
 
 def format_report(url: str, split_name: str, concurrency: int, s: dict[str, Any]) -> str:
     tpf = "n/a (server does not report dllm_forwards)" if s["tpf"] is None else f"{s['tpf']:.2f}"
     lines = [
         f"server       {url}",
-        f"split        {split_name} (n={s['n']}), concurrency {concurrency}",
+        f"split        {split_name} (n={s['n']}), concurrency {concurrency}, "
+        + (f"temperature {s['temperature']} (seeds {s['seed']}..)" if s.get("temperature") else "greedy"),
         f"accuracy     {s['accuracy']:.3f}  "
         + "  ".join(f"{t} {a:.2f}" for t, a in s["accuracy_per_task"].items()),
         f"TPF          {tpf}",

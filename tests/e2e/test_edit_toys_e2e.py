@@ -1,6 +1,6 @@
-"""The shipped 2.1 toy, served by the stock server with no flags: the generation is detected from
-the checkpoint, its own decoder (llada2_edit) runs, and held-out answers come back right
-(docs/toy-model.md; bench/results/edit_toys_21.md has the whole split)."""
+"""The shipped 2.1 and 2.2 toys, served by the stock server with no flags: the generation is detected
+from the checkpoint, its own decoder (llada2_edit, llada2_levenshtein under block routing) runs, and
+held-out answers come back right (docs/toy-model.md; bench/results/edit_toys.md has the whole split)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,21 @@ from typing import Iterator
 
 import pytest
 
-from sglang_llada.eval import render_prompts
+from sglang_llada.eval import evaluate, render_prompts
 from sglang_llada.server_process import Server, generate
 from sglang_llada.testing.server_checks import served
-from sglang_llada.toy import TOY_21_DIR
+from sglang_llada.toy import TOY_21_DIR, TOY_22_DIR
 from sglang_llada.toy.tasks import Example, is_correct, split
 
 
 @pytest.fixture(scope="module")
 def toy21(tmp_path_factory: pytest.TempPathFactory, neutral_dir: Path) -> Iterator[Server]:
     yield from served(TOY_21_DIR, [], neutral_dir, tmp_path_factory.mktemp("logs") / "toy21.log")
+
+
+@pytest.fixture(scope="module")
+def toy22(tmp_path_factory: pytest.TempPathFactory, neutral_dir: Path) -> Iterator[Server]:
+    yield from served(TOY_22_DIR, [], neutral_dir, tmp_path_factory.mktemp("logs") / "toy22.log")
 
 
 def _answers(server: Server, examples: list[Example]) -> list[dict]:
@@ -31,5 +36,22 @@ def test_21_toy_is_served_with_editing_and_answers(toy21: Server) -> None:
     assert "LLaDA2.1" in line and "llada2_edit" in line
     examples = split("heldout")[:10]  # 2 of each task
     for ex, out in zip(examples, _answers(toy21, examples)):
+        text = out["text"].split("<|endoftext|>")[0]
+        assert is_correct(ex, text), (ex.task, ex.answer, out["text"])
+
+
+def test_sampled_eval_is_repeatable_with_editing(toy21: Server) -> None:
+    """`sglang-llada eval --temperature`: seeded requests (one seed each) give the same answers twice,
+    so the sampled rows of bench/edit_toys.py measure the decoder, not the draw."""
+    runs = [evaluate(toy21.url, "heldout", limit=5, temperature=2.0, seed=3, progress=False)[1] for _ in range(2)]
+    assert [o.completion for o in runs[0]] == [o.completion for o in runs[1]]
+    assert all(o.completion_tokens > 0 for o in runs[0])
+
+
+def test_22_toy_is_served_with_levenshtein_edits_and_answers(toy22: Server) -> None:
+    line = next(ln for ln in toy22.log().splitlines() if "sglang-llada plugin active" in ln)
+    assert "LLaDA2.2" in line and "llada2_levenshtein" in line
+    examples = split("heldout")[:10]  # 2 of each task
+    for ex, out in zip(examples, _answers(toy22, examples)):
         text = out["text"].split("<|endoftext|>")[0]
         assert is_correct(ex, text), (ex.task, ex.answer, out["text"])
