@@ -31,13 +31,18 @@ def _answers(server: Server, examples: list[Example]) -> list[dict]:
     return [generate(server.url, {"text": prompt, "sampling_params": params}) for prompt in render_prompts(examples)]
 
 
-def test_21_toy_is_served_with_editing_and_answers(toy21: Server) -> None:
-    line = next(ln for ln in toy21.log().splitlines() if "sglang-llada plugin active" in ln)
-    assert "LLaDA2.1" in line and "llada2_edit" in line
-    examples = split("heldout")[:10]  # 2 of each task
-    for ex, out in zip(examples, _answers(toy21, examples)):
+def _detected_and_answers(server: Server, generation: str, algorithm: str) -> None:
+    """The start-up line names the generation and its decoder; 10 held-out examples (2 a task) right."""
+    line = next(ln for ln in server.log().splitlines() if "sglang-llada plugin active" in ln)
+    assert f"LLaDA{generation}" in line and algorithm in line, line
+    examples = split("heldout")[:10]
+    for ex, out in zip(examples, _answers(server, examples)):
         text = out["text"].split("<|endoftext|>")[0]
         assert is_correct(ex, text), (ex.task, ex.answer, out["text"])
+
+
+def test_21_toy_is_served_with_editing_and_answers(toy21: Server) -> None:
+    _detected_and_answers(toy21, "2.1", "llada2_edit")
 
 
 def test_sampled_eval_is_repeatable_with_editing(toy21: Server) -> None:
@@ -49,9 +54,4 @@ def test_sampled_eval_is_repeatable_with_editing(toy21: Server) -> None:
 
 
 def test_22_toy_is_served_with_levenshtein_edits_and_answers(toy22: Server) -> None:
-    line = next(ln for ln in toy22.log().splitlines() if "sglang-llada plugin active" in ln)
-    assert "LLaDA2.2" in line and "llada2_levenshtein" in line
-    examples = split("heldout")[:10]  # 2 of each task
-    for ex, out in zip(examples, _answers(toy22, examples)):
-        text = out["text"].split("<|endoftext|>")[0]
-        assert is_correct(ex, text), (ex.task, ex.answer, out["text"])
+    _detected_and_answers(toy22, "2.2", "llada2_levenshtein")
