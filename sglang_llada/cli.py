@@ -128,6 +128,9 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 def _eval(args: argparse.Namespace) -> int:
     from sglang_llada.eval import evaluate, print_report
 
+    if args.temperature < 0:
+        raise SystemExit(f"sglang-llada eval: --temperature must be >= 0 (0 is greedy), got {args.temperature}")
+
     summary, _ = evaluate(
         args.url, args.split, concurrency=args.concurrency,
         max_new_tokens=args.max_new_tokens, limit=args.limit, temperature=args.temperature, seed=args.seed,

@@ -44,3 +44,12 @@ def test_greedy_requests_have_no_seed(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_negative_temperature_is_refused() -> None:
     with pytest.raises(ValueError, match="temperature must be >= 0"):
         ev._sampled(None, -1.0, 0)
+
+
+def test_cli_refuses_a_negative_temperature_before_sending_anything(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sglang_llada.cli import main
+
+    sent = _capture(monkeypatch)
+    with pytest.raises(SystemExit, match="--temperature must be >= 0"):
+        main(["eval", "--url", "http://x", "--temperature", "-0.5"])
+    assert sent == []
