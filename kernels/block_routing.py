@@ -334,9 +334,13 @@ if HAS_TRITON:
 
 def block_route_triton(
     router_logits: Tensor, expert_bias: Tensor, block_starts: Tensor, token_block: Tensor,
-    block_size: int, expert_capacity: int, top_k: int,
+    block_size: int, expert_capacity: int, top_k: int, use_libdevice: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Triton path: one program per block admits experts, one program per token chooses among them."""
+    """Triton path: one program per block admits experts, one program per token chooses among them.
+
+    use_libdevice: libdevice's exp (what CUDA runs; the default for CUDA tensors) or tl.exp (the
+    default elsewhere: the interpreter lacks libdevice, see sglang_llada/testing/gpu_path.py for how
+    the libdevice branch is run on CPU)."""
     if not HAS_TRITON:
         raise RuntimeError("triton is not installed; use block_route_torch")
     t, e, nb = _check(router_logits, expert_bias, block_starts, token_block, block_size, expert_capacity, top_k)
@@ -347,7 +351,8 @@ def block_route_triton(
     bias = expert_bias.to(torch.float32).contiguous()
     block_e = triton.next_power_of_2(e)
     block_c = triton.next_power_of_2(expert_capacity)
-    use_libdevice = router_logits.is_cuda  # CPU tensors run in the interpreter, which lacks libdevice
+    if use_libdevice is None:
+        use_libdevice = router_logits.is_cuda
     _block_admit_kernel[(nb,)](
         router_logits, bias, block_starts.to(torch.int32).contiguous(), admitted,
         router_logits.stride(0), router_logits.stride(1), e, expert_capacity,

@@ -301,12 +301,14 @@ class LLaDA2SparseMoe(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, blocks: Blocks | None = None) -> torch.Tensor:
+        """x [T, H] -> [T, H], partial over tp/ep ranks. Consumes x: on CUDA, `FusedMoE` writes the
+        routed experts' output over its input (`MoeRunnerConfig.inplace`), so everything that
+        reads x (router, shared expert) runs before the experts (as in SGLang's own class)."""
         weights, ids, logits = self.gate(x, blocks)
+        shared = self.shared_experts(x) if self.shared_experts is not None else None  # [T, H]
         topk = StandardTopKOutput(topk_weights=weights, topk_ids=ids, router_logits=logits)
-        out = self.experts(x, topk)  # [T, H], partial over tp/ep ranks
-        if self.shared_experts is not None:
-            out = out + self.shared_experts(x)
-        return out
+        out = self.experts(x, topk)  # [T, H]; x may now hold the routed output
+        return out if shared is None else out + shared
 
 
 class LLaDA2Attention(nn.Module):
