@@ -22,6 +22,13 @@ on CPU) and a TorchDispatchMode (aten ops that need device data on the host: _lo
 nonzero, masked_select, boolean indexing), and the names of what would synchronise on a GPU are
 returned. A sync is counted once: the aten ops under a recorded method (the _local_scalar_dense
 under an .item()) are not counted again.
+
+`graph_hazards(fn)` -- what a forward captured in a CUDA graph must not do: everything `host_syncs`
+counts, plus tensors made from host data (`torch.tensor(list)`, `torch.as_tensor(ndarray)`: aten
+`lift_fresh`; on a GPU a host-to-device copy, and in a graph the capture-time values replayed
+forever) and ops whose output size depends on the data (SYNC_OPS' nonzero / masked_select /
+unique, and DATA_DEPENDENT_OPS: repeat_interleave without output_size, bincount, ...). The
+recorder sees CPU runs the same way: every op is dispatched whatever the device.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ try:  # as in the kernel modules: keep host_syncs importable without triton
 except ImportError:  # pragma: no cover - exercised only on exotic platforms
     HAS_TRITON = False
 
-__all__ = ["SYNC_METHODS", "SYNC_OPS", "host_syncs", "interpreted"]
+__all__ = ["DATA_DEPENDENT_OPS", "HOST_DATA_OPS", "SYNC_METHODS", "SYNC_OPS", "graph_hazards", "host_syncs", "interpreted"]
 
 
 @contextlib.contextmanager
@@ -85,6 +92,10 @@ SYNC_OPS = frozenset(
 # tensor methods / torch functions that copy data to the host
 SYNC_METHODS = frozenset({"item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__", "nonzero"})
 _INDEX_OPS = frozenset({"aten.index", "aten.index_put", "aten.index_put_"})
+# aten ops that turn host (Python / numpy) data into a tensor: a host-to-device copy on a GPU
+HOST_DATA_OPS = frozenset({"aten.lift_fresh", "aten.lift_fresh_copy"})
+# aten ops whose output size depends on tensor data (besides SYNC_OPS' nonzero / masked_select / unique)
+DATA_DEPENDENT_OPS = frozenset({"aten.repeat_interleave", "aten.bincount", "aten.histc", "aten._unique", "aten.unique_dim"})
 
 
 class _MethodSyncs(TorchFunctionMode):
@@ -112,9 +123,10 @@ class _MethodSyncs(TorchFunctionMode):
 class _OpSyncs(TorchDispatchMode):
     """Records aten ops in SYNC_OPS and boolean indexing, unless a recorded method is running."""
 
-    def __init__(self, methods: _MethodSyncs) -> None:
+    def __init__(self, methods: _MethodSyncs, graph: bool = False) -> None:
         super().__init__()
         self.methods = methods
+        self.graph = graph  # also record GRAPH hazards (HOST_DATA_OPS, DATA_DEPENDENT_OPS)
         self.names: list[str] = []
 
     def __torch_dispatch__(
@@ -126,13 +138,36 @@ class _OpSyncs(TorchDispatchMode):
         )
         if (name in SYNC_OPS or bool_index) and self.methods.depth == 0:
             self.names.append(name)
+        elif self.graph and (name in HOST_DATA_OPS or _data_dependent(name, args, kwargs or {})):
+            self.names.append(name)
         return func(*args, **(kwargs or {}))
+
+
+def _data_dependent(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """An op in DATA_DEPENDENT_OPS whose output size is not given by the caller: repeat_interleave
+    with tensor repeats and no `output_size` (with it, or with an int repeat, the size is known)."""
+    if name not in DATA_DEPENDENT_OPS:
+        return False
+    if name == "aten.repeat_interleave":
+        repeats = args[1] if len(args) > 1 else kwargs.get("repeats", args[0] if args else None)
+        return isinstance(repeats, torch.Tensor) and kwargs.get("output_size") is None
+    return True
 
 
 def host_syncs(fn: Callable[[], object]) -> list[str]:
     """Names of the host-synchronising calls made while running `fn()`, one per sync (methods first)."""
     methods = _MethodSyncs()
     ops = _OpSyncs(methods)
+    with methods, ops:
+        fn()
+    return methods.names + ops.names
+
+
+def graph_hazards(fn: Callable[[], object]) -> list[str]:
+    """What `fn()` does that a CUDA-graph capture cannot hold: host syncs (as `host_syncs`), tensors
+    made from host data, data-dependent output sizes; one name per occurrence, methods first."""
+    methods = _MethodSyncs()
+    ops = _OpSyncs(methods, graph=True)
     with methods, ops:
         fn()
     return methods.names + ops.names

@@ -318,7 +318,7 @@ class InputGuard:
             self.mutated += [k for k, v in watched.items() if not torch.equal(v, before[k])]
             return out
 
-        self.model.forward = guarded  # type: ignore[method-assign]
+        self.model.forward = guarded
         return self
 
     def __exit__(self, *exc: object) -> None:
