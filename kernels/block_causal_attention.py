@@ -244,6 +244,9 @@ def block_causal_attention_triton(
         BLOCK_N=block_n,
         # fp32 inputs: exact fp32 products (tf32 would cost ~1e-3); bf16/fp16 use the tensor cores.
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        # fp32 tiles without tensor cores need 255 registers per thread at 4 warps on sm_80 and
+        # spill (bench/results/kernel_compile.md); 8 warps split them (80 registers, no spills).
+        num_warps=8 if q.dtype == torch.float32 else 4,
     )
     return out
 

@@ -148,7 +148,11 @@ def _fused_moe_layers(model: torch.nn.Module) -> list[Any]:
 @contextlib.contextmanager
 def gpu_branches(model: torch.nn.Module) -> Iterator[None]:
     """Inside this block, `model` (ours or SGLang's in-tree `LLaDA2MoeModelLM`, built on CPU) runs
-    the branches its forward takes on CUDA, as listed in the module docstring."""
+    the branches its forward takes on CUDA, as listed in the module docstring. A model on CUDA
+    takes them anyway: nothing is replaced."""
+    if next(model.parameters()).is_cuda:
+        yield
+        return
     from sglang.kernels.ops.moe import fused_moe_triton_kernels
     from sglang.srt.layers.moe.moe_runner.triton_utils import fused_moe as fm
     from sglang.srt.layers.moe.moe_runner.triton_utils import override_config
@@ -362,7 +366,7 @@ class BranchCounter:
         return counted
 
 
-def compare(model_dir: Path, runner: Any, *, dtype: torch.dtype = torch.float16) -> dict[str, Any]:
+def compare(model_dir: Path, runner: Any, *, dtype: torch.dtype = torch.float16, device: str = "cpu") -> dict[str, Any]:
     """Logits of one checkpoint, the prompt fed block by block as denoising forwards (`DLLM_EXTEND`,
     the serving mode), as a whole-prompt `EXTEND` forward and as a folded forward, each as
     max|a - b| / max|b|:
@@ -371,7 +375,10 @@ def compare(model_dir: Path, runner: Any, *, dtype: torch.dtype = torch.float16)
     * ours_gpu_extend_vs_ours_cpu: ours' whole-prompt forward (GPU branches) vs ours by blocks (CPU);
     * ours_gpu_folded_vs_ours_cpu_folded: a fold_store forward, both paths;
     * ours_gpu_vs_reference: vs the pure-torch reference in fp32 (sglang_llada/testing/reference_llada2.py);
-    * inputs_mutated: forward inputs any class changed; gpu_calls: the GPU-only calls counted."""
+    * inputs_mutated: forward inputs any class changed; gpu_calls: the GPU-only calls counted.
+
+    device "cuda": both classes run natively on the GPU; the rows against our CPU path are None
+    (that path does not exist there)."""
     import json
 
     from sglang.srt.models import llada2 as in_tree
@@ -387,8 +394,9 @@ def compare(model_dir: Path, runner: Any, *, dtype: torch.dtype = torch.float16)
     stale = ids[:BLOCK] + [0 if i % 2 else t for i, t in enumerate(ids[BLOCK:folded_at])] + ids[folded_at:]
     fold = {folded_at: ids[BLOCK:folded_at]}
 
-    ours = build_model(ours_module.LLaDA2MoeModelLM, model_dir, dtype)
-    theirs = build_model(in_tree.LLaDA2MoeModelLM, model_dir, dtype)
+    ours = build_model(ours_module.LLaDA2MoeModelLM, model_dir, dtype, device)
+    theirs = build_model(in_tree.LLaDA2MoeModelLM, model_dir, dtype, device)
+    on_cuda = device == "cuda"
     counter = BranchCounter()
     mutated: list[str] = []
     with serving(runner, ours), InputGuard(ours) as guard:
@@ -404,14 +412,17 @@ def compare(model_dir: Path, runner: Any, *, dtype: torch.dtype = torch.float16)
             theirs_gpu = runner.forward_by_blocks(prompt, BLOCK, dllm_extend=True)["logits"]
         mutated += [f"in_tree.{name}" for name in guard.mutated]
     want = ref.load_reference(model_dir).forward(prompt, block_size=BLOCK)
-    errors = {
-        "ours_gpu_vs_ours_cpu": rel_err(gpu, cpu),
-        "in_tree_gpu_vs_ours_cpu": rel_err(theirs_gpu, cpu),
+    gpu, gpu_extend, gpu_folded, theirs_gpu, cpu, cpu_folded = (
+        t.float().cpu() for t in (gpu, gpu_extend, gpu_folded, theirs_gpu, cpu, cpu_folded)
+    )
+    errors: dict[str, float | None] = {
+        "ours_gpu_vs_ours_cpu": None if on_cuda else rel_err(gpu, cpu),
+        "in_tree_gpu_vs_ours_cpu": None if on_cuda else rel_err(theirs_gpu, cpu),
         "ours_gpu_vs_in_tree_gpu": rel_err(gpu, theirs_gpu),
-        "ours_gpu_extend_vs_ours_cpu": rel_err(gpu_extend, cpu),
-        "ours_gpu_folded_vs_ours_cpu_folded": rel_err(gpu_folded[folded_at:], cpu_folded[folded_at:]),
+        "ours_gpu_extend_vs_ours_cpu": rel_err(gpu_extend, gpu if on_cuda else cpu),
+        "ours_gpu_folded_vs_ours_cpu_folded": None if on_cuda else rel_err(gpu_folded[folded_at:], cpu_folded[folded_at:]),
         "ours_gpu_vs_reference": rel_err(gpu, want),
-        "ours_cpu_vs_reference": rel_err(cpu, want),
+        "ours_cpu_vs_reference": None if on_cuda else rel_err(cpu, want),
     }
     finite = bool(all(torch.isfinite(t).all() for t in (cpu, gpu, gpu_extend, gpu_folded, theirs_gpu)))
     return {"errors": errors, "finite": finite, "inputs_mutated": mutated, "gpu_calls": counter.counts}
@@ -426,14 +437,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("checkpoints", nargs="+", type=Path)
     parser.add_argument("--json", type=Path, help="write the results here (default: stdout)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cpu: GPU branches on CPU tensors (interpreter); cuda: the real GPU branches")
     args = parser.parse_args(argv)
 
     from sglang_llada.testing.sglang_inprocess import get_runner
 
     # One runner (SGLang builds its process groups once per process); its own model is only the
     # host of the KV pools and forward context: each class under test is swapped in.
-    runner = get_runner(args.checkpoints[0], dtype="float16")
-    results = {str(path): compare(path, runner) for path in args.checkpoints}
+    extra = {"device": "cuda", "attention_backend": "triton"} if args.device == "cuda" else {}
+    runner = get_runner(args.checkpoints[0], dtype="float16", **extra)
+    results = {str(path): compare(path, runner, device=args.device) for path in args.checkpoints}
     text = json.dumps(results, indent=2)
     if args.json:
         args.json.write_text(text)
