@@ -363,12 +363,196 @@ def general_train_batches(seed: int, row_tokens: Callable[[Example], int], budge
         yield batch
 
 
-SPLITS: tuple[str, ...] = ("heldout", "heldout-small", "short", "varlen", "multiturn", "json", "runs")
+# --- multi-answer tasks and the help reply (the toys issue: drafts that can go wrong) ------------
+#
+# Every task above fixes each answer position by the prompt, so a greedy draft of a trained toy is
+# right at any threshold and the editing decoders have nothing to repair. Real prompts often have
+# several valid answers; positions committed in the same forward can then come from different
+# answers ("red banana" from "red apple" / "yellow banana"): the parallel-decoding error LLaDA2.1's
+# token editing repairs, and LLaDA2.2's insert / delete where the answers differ in length. These
+# tasks have small fixed answer sets whose members differ in length and share letters position by
+# position; training answers each uniformly at random, and they are scored by validity.
+
+FRUITS: tuple[str, ...] = (
+    "apple", "apricot", "banana", "cherry", "coconut", "date", "fig", "grape", "guava", "kiwi",
+    "lemon", "lime", "mango", "melon", "olive", "orange", "papaya", "peach", "pear", "plum",
+)
+# Two-word pairs whose halves go together (a colour and a fruit of that colour): mixing two pairs
+# position by position gives a pair that is not in the set ("red lemon").
+PAIRS: tuple[str, ...] = (
+    "red apple", "red cherry", "yellow banana", "yellow lemon", "green lime", "green kiwi",
+    "purple grape", "purple plum", "orange mango", "orange papaya", "brown date", "brown coconut",
+    "black olive", "pink guava", "white coconut", "golden pear", "dark fig", "pale melon",
+    "soft peach", "sour lime",
+)
+MULTI_TASKS: tuple[str, ...] = ("fruit", "pair", "fruits")
+FRUITS_COUNTS = range(2, 11)  # `Fruits: N`; eight names are about two blocks
+# The one reply to any prompt outside the toy's formats: what the toy answers, in one short text.
+HELP_TEXT = (
+    "I answer: Copy: / Upper: / Lower: + 72 letters, Add: / Sub: / JSON: 123+456, Fruit:, Pair:, Fruits: 5"
+)
+
+
+def _fruit(rng: random.Random) -> Example:
+    return Example("fruit", "Fruit:", rng.choice(FRUITS))
+
+
+def _pair(rng: random.Random) -> Example:
+    return Example("pair", "Pair:", rng.choice(PAIRS))
+
+
+def fruits_example(rng: random.Random, n: int | None = None) -> Example:
+    """`Fruits: N` -> N fruit names (repeats allowed), comma-separated: several independent choices
+    in one block, and a next block for a folded check to ride in."""
+    n = rng.choice(FRUITS_COUNTS) if n is None else n
+    return Example("fruits", f"Fruits: {n}", ", ".join(rng.choice(FRUITS) for _ in range(n)))
+
+
+MULTI_GENERATORS: dict[str, Callable[[random.Random], Example]] = {
+    "fruit": _fruit, "pair": _pair, "fruits": fruits_example,
+}
+
+# Out-of-format prompts: the help reply's training and held-out phrases are disjoint lists; the
+# generated kinds (text tasks of the wrong width, arithmetic of the wrong digit count) draw from
+# seeds, and the training stream rejects every held-out prompt.
+_HELP_PHRASES_TRAIN: tuple[str, ...] = (
+    "Hello", "Hi there", "Good morning", "Hey", "How are you?", "What can you do?", "Help",
+    "Tell me a joke", "What is your name?", "Who made you?", "Thanks", "What time is it?",
+    "Translate this please", "Write a poem", "Are you a robot?", "What is 1+1?", "Bye",
+    "Please help me", "Explain diffusion models", "Summarize this text",
+)
+_HELP_PHRASES_HELDOUT: tuple[str, ...] = (
+    "Hi", "Hello!", "Good evening", "What is 2+2?", "Who are you?", "Can you help?", "Sing a song",
+    "What day is today?", "Thank you", "Goodbye",
+)
+HELP_KINDS: tuple[str, ...] = ("phrase", "short-text", "long-text", "digits", "empty", "words")
+
+
+def help_example(rng: random.Random, phrases: tuple[str, ...] = _HELP_PHRASES_TRAIN, kind: str | None = None) -> Example:
+    """A prompt the toy has no format for, answered with HELP_TEXT: a phrase, a text task whose input
+    is not 72 characters, arithmetic with other than 3 digits, an empty message, or plain words."""
+    kind = rng.choice(HELP_KINDS) if kind is None else kind
+    if kind == "phrase":
+        prompt = rng.choice(phrases)
+    elif kind == "short-text":  # a text task whose input is shorter than the 72 characters it needs
+        prompt = text_example(rng.choice(FAMILIES["text"]), varlen_text(rng, rng.randint(1, TEXT_LEN - 1))).prompt
+    elif kind == "long-text":
+        s = varlen_text(rng, TEXT_LEN) + " " + varlen_text(rng, rng.randint(1, 24))
+        prompt = text_example(rng.choice(FAMILIES["text"]), s).prompt
+    elif kind == "digits":  # arithmetic with other than 3 digits
+        digits = rng.choice((1, 2, 4))
+        a, b = sorted((rng.randrange(10**digits), rng.randrange(10**digits)), reverse=True)
+        prompt = f"Add: {a}+{b}" if rng.random() < 0.5 else f"Sub: {a}-{b}"
+    elif kind == "empty":
+        prompt = ""
+    else:
+        prompt = _words(rng, rng.randint(3, 40))
+    return Example("help", prompt, HELP_TEXT)
+
+
+def multi_split(per_task: int = SPLIT_PER_TASK, seed: int = HELDOUT_SEED + 6) -> list[Example]:
+    """The multi-answer split: `Fruit:` and `Pair:` and `Fruits: N` for every N, `per_task` each.
+    The answer stored is one draw; scoring is by validity (`is_valid`), so repeated prompts are
+    scored on what the server samples (greedy repeats give one answer per distinct prompt)."""
+    rng = random.Random(seed)
+    out = [_fruit(rng) for _ in range(per_task)] + [_pair(rng) for _ in range(per_task)]
+    out += [fruits_example(rng, FRUITS_COUNTS[i % len(FRUITS_COUNTS)]) for i in range(per_task)]
+    return out
+
+
+def help_split(per_kind: int = 8, seed: int = HELDOUT_SEED + 7) -> list[Example]:
+    """Held-out out-of-format prompts (`per_kind` of each kind, distinct, never trained on), plus
+    multi-turn chats whose last turn is out of format; every answer is HELP_TEXT."""
+    rng = random.Random(seed)
+    out: list[Example] = []
+    seen: set[str] = set()
+    for kind in HELP_KINDS:
+        tries = 0
+        while sum(1 for e in out if e.task == "help" and _help_kind(e.prompt) == kind) < per_kind and tries < 1000:
+            tries += 1
+            ex = help_example(rng, _HELP_PHRASES_HELDOUT, kind)
+            if ex.prompt not in seen:
+                seen.add(ex.prompt)
+                out.append(ex)
+    for _ in range(per_kind):
+        out.append(with_history(help_example(rng, _HELP_PHRASES_HELDOUT, "phrase"), rng, _SPLIT_GENERATORS))
+    return out
+
+
+def _help_kind(prompt: str) -> str:
+    if prompt == "":
+        return "empty"
+    if any(prompt.startswith(p) for p in ("Copy: ", "Upper: ", "Lower: ")):
+        return "short-text" if len(prompt.split(": ", 1)[1]) < TEXT_LEN else "long-text"
+    if prompt.startswith(("Add: ", "Sub: ")):
+        return "digits"
+    if prompt in _HELP_PHRASES_HELDOUT or prompt in _HELP_PHRASES_TRAIN:
+        return "phrase"
+    return "words"
+
+
+def is_valid(example: Example, completion: str) -> bool:
+    """Multi-answer tasks: every pick is a member of the prompt's set, a list has the asked length;
+    every other task: exact match (`is_correct`)."""
+    text = completion.strip()
+    if example.task == "fruit":
+        return text in FRUITS
+    if example.task == "pair":
+        return text in PAIRS
+    if example.task == "fruits":
+        picks = text.split(", ")
+        return len(picks) == int(example.prompt.split(": ")[1]) and all(p in FRUITS for p in picks)
+    return text == example.answer
+
+
+# The "multi" recipe (`python -m sglang_llada.toy.train --recipe multi --init <shipped toy>`): the
+# fixed-width suite and the JSON task keep their share, beside the multi-answer tasks and the help
+# reply (a help batch holds out-of-format prompts, some as the last turn of a chat).
+MULTI_MIX: dict[str, float] = {"text": 0.25, "arith": 0.3, "json": 0.1, "multi": 0.2, "help": 0.15}
+
+
+def multi_train_batches(seed: int, row_tokens: Callable[[Example], int], budget: int) -> Iterator[list[Example]]:
+    """Endless one-family batches of the "multi" recipe (MULTI_MIX), padded rows up to `budget` as
+    `general_train_batches` sizes them; never a prompt of a held-out split (the multi-answer
+    prompts are a fixed few: the split scores what the server answers to them, not unseen prompts)."""
+    rng = random.Random(seed)
+    held = {ex.prompt for ex in heldout_split()} | {e.prompt for v in general_splits().values() for e in v}
+    held |= {e.prompt for e in help_split()}
+    generators: dict[str, tuple[Callable[[random.Random], Example], ...]] = {
+        "text": tuple(TRAIN_GENERATORS[t] for t in FAMILIES["text"]),
+        "arith": tuple(TRAIN_GENERATORS[t] for t in FAMILIES["arith"]),
+        "json": (GENERAL_TRAIN_GENERATORS["json"],),
+        "multi": tuple(MULTI_GENERATORS.values()),
+        "help": (help_example,),
+    }
+    names = list(MULTI_MIX)
+    weights = [MULTI_MIX[n] for n in names]
+    while True:
+        family = rng.choices(names, weights)[0]
+        batch: list[Example] = []
+        longest = 0
+        while len(batch) * longest < budget:
+            ex = rng.choice(generators[family])(rng)
+            if family != "multi" and ex.prompt in held and ex.prompt != "":  # "": the one empty message
+                continue
+            if family == "help" and rng.random() < 0.25:
+                ex = with_history(ex, rng, GENERAL_TRAIN_GENERATORS)
+            batch.append(ex)
+            longest = max(longest, row_tokens(ex))
+        yield batch
+
+
+SPLITS: tuple[str, ...] = ("heldout", "heldout-small", "short", "varlen", "multiturn", "json", "runs", "multi", "help")
 
 
 def split(name: str) -> list[Example]:
     """A named evaluation split: `heldout` (the fixed-width suite, 48 a task), `heldout-small` (5 a
-    task, for smoke runs), or one of the general recipe's (`general_splits`)."""
+    task, for smoke runs), one of the general recipe's (`general_splits`), `multi` (multi-answer
+    tasks, scored by validity) or `help` (out-of-format prompts, answered with HELP_TEXT)."""
+    if name == "multi":
+        return multi_split()
+    if name == "help":
+        return help_split()
     if name == "heldout":
         return heldout_split()
     if name == "heldout-small":
@@ -379,5 +563,5 @@ def split(name: str) -> list[Example]:
 
 
 def is_correct(example: Example, completion: str) -> bool:
-    """Exact match; only surrounding whitespace is forgiven."""
-    return completion.strip() == example.answer
+    """Exact match (only surrounding whitespace is forgiven); a multi-answer task by validity."""
+    return is_valid(example, completion)

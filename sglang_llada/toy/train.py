@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from sglang_llada.toy.checkpoint import build_config, write_checkpoint
 from sglang_llada.toy.config import AR_TWIN_ARCH, AR_TWIN_CONFIG_CODE, TRAINED_TOY_ARCH
 from sglang_llada.toy.edit_labels import edit_labels, indel_draft
-from sglang_llada.toy.tasks import FAMILIES, GENERATORS, Example, general_train_batches, train_batches
+from sglang_llada.toy.tasks import FAMILIES, GENERATORS, Example, general_train_batches, multi_train_batches, train_batches
 from sglang_llada.toy.tokenizer import load_tokenizer, vocab_size
 
 BLOCK = 32
@@ -77,7 +77,8 @@ class TrainConfig:
     threads: int = 2
     # "fixed": the fixed-width suite (tasks.TRAIN_MIX); "fixed-json": with the JSON task
     # (tasks.FIXED_JSON_MIX); "general": inputs of any length, multi-turn chats and the JSON task
-    # (tasks.general_train_batches), batched by padded row tokens.
+    # (tasks.general_train_batches), batched by padded row tokens; "multi": the fixed-width suite and
+    # the JSON task beside multi-answer tasks and the help reply (tasks.multi_train_batches).
     recipe: str = "fixed"
     # Start from this checkpoint's weights instead of a random initialization.
     init: str | None = None
@@ -287,13 +288,15 @@ def fixed_batches(enc: Encoder, cfg: TrainConfig) -> Iterator[list[tuple[list[in
 
 
 def general_batches(enc: Encoder, cfg: TrainConfig) -> Iterator[list[tuple[list[int], list[int]]]]:
-    """Endless batches of the general recipe (tasks.general_train_batches), cfg.batch_tokens
-    padded diffusion-row tokens each (sized by the diffusion row for both objectives)."""
+    """Endless batches of the general or the multi recipe (tasks.general_train_batches /
+    multi_train_batches), cfg.batch_tokens padded diffusion-row tokens each (sized by the diffusion
+    row for both objectives)."""
 
     def row_tokens(ex: Example) -> int:
         return diffusion_row_tokens(len(enc.prompt_ids(ex)), len(enc.answer_ids(ex)))
 
-    for batch in general_train_batches(cfg.seed, row_tokens, cfg.batch_tokens):
+    make = multi_train_batches if cfg.recipe == "multi" else general_train_batches
+    for batch in make(cfg.seed, row_tokens, cfg.batch_tokens):
         yield [(enc.prompt_ids(e), enc.answer_ids(e)) for e in batch]
 
 
@@ -356,7 +359,7 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True, save_every:
     losses: list[float] = []
     t0 = time.time()
     bar = tqdm(range(cfg.steps), desc=f"train {cfg.objective}", disable=not progress, file=sys.stderr)
-    batches = general_batches(enc, cfg) if cfg.recipe == "general" else fixed_batches(enc, cfg)
+    batches = general_batches(enc, cfg) if cfg.recipe in ("general", "multi") else fixed_batches(enc, cfg)
     for step in bar:
         samples = next(batches)
         diffusion = cfg.objective == "diffusion" and step >= cfg.ar_steps
@@ -406,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-tokens", type=int, default=d.batch_tokens, help="row tokens per batch")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--recipe", choices=("fixed", "fixed-json", "general"), default=d.recipe, help="training data (tasks.py)")
+    p.add_argument("--recipe", choices=("fixed", "fixed-json", "general", "multi"), default=d.recipe, help="training data (tasks.py)")
     p.add_argument("--init", default=None, help="start from this checkpoint directory's weights")
     p.add_argument("--t2t", type=float, default=d.t2t, help="LLaDA2.1 token-to-token stream: max corruption rate (2.2: on the plain blocks)")
     p.add_argument("--save-every", type=int, default=0, help="also write OUT/step-N every N steps")

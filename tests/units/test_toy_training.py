@@ -236,7 +236,7 @@ def _right_answer(ex: tasks.Example) -> str:
 def test_general_splits_are_deterministic_distinct_and_right() -> None:
     splits = tasks.general_splits()
     assert splits == tasks.general_splits()
-    assert set(splits) | {"heldout", "heldout-small"} == set(tasks.SPLITS)
+    assert set(splits) | {"heldout", "heldout-small", "multi", "help"} == set(tasks.SPLITS)
     for name, examples in splits.items():
         assert len({(e.history, e.prompt) for e in examples}) == len(examples), name
         for ex in [*examples, *(tasks.Example("", u, a) for e in examples for u, a in e.history)]:
@@ -267,7 +267,8 @@ def test_multiturn_examples_render_every_turn(enc: Encoder) -> None:
 
 def test_general_batches_hold_no_heldout_prompt_and_follow_the_mix(enc: Encoder) -> None:
     cfg = TrainConfig(recipe="general")
-    held = {e.prompt for name in tasks.SPLITS for e in tasks.split(name)}
+    # multi / help are the multi recipe's splits (there, a short text input gets the help reply)
+    held = {e.prompt for name in tasks.SPLITS if name not in ("multi", "help") for e in tasks.split(name)}
     batches = list(itertools.islice(tasks.general_train_batches(0, lambda e: len(e.answer) + 8, cfg.batch_tokens), 300))
     assert batches[:5] == list(itertools.islice(tasks.general_train_batches(0, lambda e: len(e.answer) + 8, cfg.batch_tokens), 5))
     families = []
@@ -427,3 +428,43 @@ def test_every_split_is_named_by_eval_and_renders_its_turns() -> None:
     (text,) = render_prompts([ex])
     positions = [text.index(part) for turn in ex.history for part in turn] + [text.rindex(ex.prompt)]
     assert positions == sorted(positions) and text.endswith("<role>ASSISTANT</role>")
+
+
+def test_multi_answer_tasks_are_scored_by_validity() -> None:
+    """Several answers are valid; a mix of two ("red lemon", a list of the wrong length) is not."""
+    fruit, pair = tasks.Example("fruit", "Fruit:", "apple"), tasks.Example("pair", "Pair:", "red apple")
+    assert tasks.is_correct(fruit, " banana\n") and not tasks.is_correct(fruit, "bananas")
+    assert tasks.is_correct(pair, "yellow lemon") and not tasks.is_correct(pair, "red lemon")
+    three = tasks.Example("fruits", "Fruits: 3", "fig, fig, fig")
+    assert tasks.is_correct(three, "apple, kiwi, apple")
+    assert not tasks.is_correct(three, "apple, kiwi") and not tasks.is_correct(three, "apple, kiwi, lemn")
+    # the sets differ in length and share letters position by position (drafts can mix them)
+    assert len({len(f) for f in tasks.FRUITS}) >= 4 and len(set(tasks.FRUITS)) == len(tasks.FRUITS) >= 20
+    assert len({p.split()[0] for p in tasks.PAIRS}) >= 8 and len(set(tasks.PAIRS)) == len(tasks.PAIRS) >= 20
+    for ex in tasks.split("multi"):
+        assert tasks.is_correct(ex, ex.answer), ex
+    longest = max((e for e in tasks.split("multi") if e.task == "fruits"), key=lambda e: len(e.answer))
+    assert len(longest.answer) > 32  # more than one block: a next block for a folded check
+
+
+def test_help_split_is_out_of_format_held_out_and_answered_with_the_help_text() -> None:
+    helps = tasks.split("help")
+    assert helps == tasks.split("help") and all(e.answer == tasks.HELP_TEXT for e in helps)
+    assert {tasks._help_kind(e.prompt) for e in helps} == set(tasks.HELP_KINDS)
+    assert any(e.history for e in helps) and any(e.prompt == "" for e in helps)
+    for e in helps:  # none is a prompt the toy's formats answer
+        text_input = e.prompt.split(": ", 1)[1] if e.prompt[:6] in ("Copy: ", "Upper:", "Lower:") else None
+        assert text_input is None or len(text_input) != tasks.TEXT_LEN
+        assert not any(e.prompt == x.prompt for x in tasks.heldout_split())
+    trained = {e.prompt for b in itertools.islice(tasks.multi_train_batches(0, lambda e: len(e.answer) + 8, 4608), 200) for e in b}
+    assert not trained & {e.prompt for e in helps if not e.history} - {""}  # "": there is one empty message
+
+
+def test_multi_recipe_batches_follow_its_mix() -> None:
+    batches = list(itertools.islice(tasks.multi_train_batches(0, lambda e: len(e.answer) + 8, 4608), 300))
+    family = {"copy": "text", "upper": "text", "lower": "text", "add": "arith", "sub": "arith", "json": "json",
+              "fruit": "multi", "pair": "multi", "fruits": "multi", "help": "help"}
+    seen = [family[b[0].task] for b in batches]
+    for name, share in tasks.MULTI_MIX.items():
+        assert abs(seen.count(name) / len(seen) - share) < 0.08, (name, seen.count(name))
+    assert all(len({family[e.task] for e in b}) == 1 for b in batches)
