@@ -23,6 +23,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.server)
 
 
+@pytest.fixture(scope="module")
+def few_threads() -> Iterator[None]:
+    """At most 2 torch threads for a module's in-process forwards (the machine has 2 cores), restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(2, before))
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sglang_llada.toy.checkpoint import write_tiny_checkpoint

@@ -204,7 +204,7 @@ def _model_patches(model: torch.nn.Module) -> list[_Patch]:
     from sglang.srt.models import llada2 as in_tree
 
     return [
-        _Patch(in_tree, "block_topk_triton", _in_tree_block_topk),
+        _Patch(in_tree, "block_topk_triton", in_tree_block_topk),
         _Patch(in_tree, "libdevice", tl.math),
     ]
 
@@ -222,7 +222,7 @@ def _block_route_libdevice(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return br.block_route_triton(*args, use_libdevice=True)
 
 
-def _in_tree_block_topk(
+def in_tree_block_topk(
     logits: torch.Tensor, bias: torch.Tensor, block_size: int, cap: int, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SGLang's `block_topk_triton` without its CUDA check: its two kernels, launched as it does."""

@@ -17,12 +17,13 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 import torch
 
 from sglang_llada.testing import reference_llada2 as ref
+from sglang_llada.testing.gpu_path import build_model, in_tree_block_topk, serving
 from sglang_llada.testing.sglang_inprocess import get_runner, rel_err
 
 BLOCK = 32
@@ -30,12 +31,7 @@ T = 3 * BLOCK + 9  # three full blocks and a partial one
 TOL = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _few_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(min(2, before))
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("few_threads")
 
 
 @pytest.fixture(scope="module")
@@ -53,65 +49,20 @@ def prompt(checkpoints: dict[str, Path]) -> torch.Tensor:
 
 
 def _build(cls: type, model_dir: Path) -> torch.nn.Module:
-    """`cls` built from model_dir's config.json and loaded from its safetensors, fp32, as
-    SGLang's loader does (load_weights, then each quant method's post-load processing)."""
-    from safetensors.torch import load_file
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model_dir)
-    model = cls(config).eval()
-    model.load_weights(iter(load_file(str(model_dir / "model.safetensors")).items()))
-    for module in model.modules():
-        method = getattr(module, "quant_method", None)
-        if method is not None and hasattr(method, "process_weights_after_loading"):
-            method.process_weights_after_loading(module)
-    return model
-
-
-@contextlib.contextmanager
-def _serving(runner: Any, model: torch.nn.Module) -> Iterator[None]:
-    mr = runner.model_runner
-    before = mr.model
-    # What SGLang's loader sets on the model it loads, read by the forward.
-    model.shared_experts_config = before.shared_experts_config
-    mr.model = model
-    try:
-        yield
-    finally:
-        mr.model = before
+    """`cls` loaded from model_dir as SGLang's loader does, fp32."""
+    return build_model(cls, model_dir, torch.float32)
 
 
 @contextlib.contextmanager
 def _sglang_block_routing_on_cpu() -> Iterator[None]:
     """SGLang's `block_topk_triton` with its CUDA check skipped: its two kernels launched on CPU
     tensors in the Triton interpreter (libdevice's exp pointed at tl.math, which the interpreter
-    implements; see ../shared/docs/sglang-0.5.23-notes.md)."""
-    import triton
+    implements; see ../shared/docs/sglang-0.5.23-notes.md), as sglang_llada/testing/gpu_path.py does."""
     import triton.language as tl
     from sglang.srt.models import llada2 as in_tree
 
-    from sglang_llada.kernels.testing import interpreted
-
-    def launch(logits: torch.Tensor, bias: torch.Tensor, block_size: int, cap: int, k: int):
-        t, e = logits.shape
-        nb = triton.cdiv(t, block_size)
-        allowed = torch.empty(nb, cap, dtype=torch.int32)
-        ids = torch.empty(t, k, dtype=torch.int32)
-        weights = torch.empty(t, k, dtype=torch.float32)
-        with interpreted(in_tree):
-            in_tree._block_aggregation_kernel[(nb,)](
-                logits, bias, allowed, t, e, block_size, cap, logits.stride(0), logits.stride(1),
-                bias.stride(0), BLOCK_SIZE_E=triton.next_power_of_2(e), BLOCK_SIZE_T=block_size,
-            )
-            in_tree._token_topk_kernel[(t,)](
-                logits, bias, allowed, ids, weights, t, e, cap, block_size, k, logits.stride(0),
-                logits.stride(1), bias.stride(0), BLOCK_SIZE_C=triton.next_power_of_2(cap),
-                TOPK_POW2=triton.next_power_of_2(k),
-            )
-        return weights, ids
-
     saved = in_tree.block_topk_triton, in_tree.libdevice
-    in_tree.block_topk_triton, in_tree.libdevice = launch, tl.math
+    in_tree.block_topk_triton, in_tree.libdevice = in_tree_block_topk, tl.math
     try:
         yield
     finally:
@@ -156,7 +107,7 @@ def test_block_routed_logits_match_reference(checkpoints: dict[str, Path], promp
     runner = get_runner(checkpoints["2.0"])
     model = _build(_ours_class(), checkpoints["2.2"])
     want = ref.load_reference(checkpoints["2.2"]).forward(prompt, block_size=BLOCK)
-    with _serving(runner, model):
+    with serving(runner, model):
         by_blocks = runner.forward_by_blocks(prompt, BLOCK, dllm_extend=True)["logits"]
         whole = runner.forward_by_blocks(prompt, T)["logits"]
     err_blocks, err_whole = rel_err(by_blocks, want), rel_err(whole, want)
@@ -176,9 +127,9 @@ def test_in_tree_class_gives_our_logits(
     ours = _build(_ours_class(), path)
     with _sglang_block_routing_on_cpu():
         theirs = _build(_in_tree_class(), path)
-        with _serving(runner, theirs):
+        with serving(runner, theirs):
             got_theirs = runner.forward_by_blocks(prompt, BLOCK, dllm_extend=True)["logits"]
-    with _serving(runner, ours):
+    with serving(runner, ours):
         got_ours = runner.forward_by_blocks(prompt, BLOCK, dllm_extend=True)["logits"]
     err = rel_err(got_ours, got_theirs)
     print(f"{generation}: ours vs SGLang in-tree rel err {err:.3e}")
@@ -231,7 +182,7 @@ def test_folded_forward_under_block_routing(checkpoints: dict[str, Path], prompt
     model = _build(_ours_class(), checkpoints["2.2"])
     ids = prompt.reshape(-1)[: 3 * BLOCK].tolist()
     stale = ids[:BLOCK] + [0 if i % 2 else t for i, t in enumerate(ids[BLOCK : 2 * BLOCK])] + ids[2 * BLOCK :]
-    with _serving(runner, model):
+    with serving(runner, model):
         want = runner.forward_by_blocks(ids, BLOCK, dllm_extend=True, return_kv=True)
         got = runner.forward_by_blocks(stale, BLOCK, dllm_extend=True, return_kv=True, fold={2 * BLOCK: ids[BLOCK : 2 * BLOCK]})
     assert rel_err(got["kv"], want["kv"]) <= TOL

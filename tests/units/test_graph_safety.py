@@ -34,12 +34,7 @@ from sglang_llada.testing.sglang_inprocess import get_runner
 BLOCK = 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _few_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(min(2, before))
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("few_threads")
 
 
 @pytest.fixture(scope="module")
