@@ -12,12 +12,13 @@ runs SGLang's torch-native MoE.
   falls through to the same prefill graph runner (`model_runner.py` `_forward_raw`). SGLang's
   default is turned off with a log line; a backend the user chose is refused. Decode graphs
   (denoising forwards) stay as SGLang resolves them.
-- MoE runners whose top-k format our model does not produce are refused: `LLaDA2SparseMoe`
+- MoE runners whose top-k format our model does not produce are refused when the user chose them
+  (and replaced by `triton`, with a warning, when SGLang chose one for the machine): `LLaDA2SparseMoe`
   computes its own routing (sigmoid + expert bias, LLaDA2.2's block routing) and hands `FusedMoE` a
   `StandardTopKOutput`, while SGLang's `TopK.bind_runner_backend` (layers/moe/topk.py) gives some
   runners another format, which those runners expect (e.g. `moe_runner/triton_kernels.py` asserts
   on a TRITON_KERNEL top-k).
-- A KV cache under 16 bits is refused: the block-causal attention kernel
+- A KV cache under 16 bits is refused when the user asked for it (and `auto` when SGLang chose it): the block-causal attention kernel
   (kernels/block_causal_attention.py) converts a layer's whole KV pool to the query dtype instead
   of gathering the request's keys, and applies no KV scales.
 """
@@ -35,6 +36,8 @@ logger = logging.getLogger("sglang_llada.plugin")
 # `--kv-cache-dtype` values that keep 16 or 32 bits per element (`auto` is the model dtype; the
 # others are names SGLang or a later release may accept). Anything else, including a dtype added
 # later, is refused until the attention kernel gathers and dequantises.
+# What replaces a value SGLang itself resolved (not the user) that the model cannot serve.
+SAFE_VALUES = {"moe_runner_backend": "triton", "kv_cache_dtype": "auto"}
 FULL_PRECISION_KV_DTYPES = frozenset({"auto", "bf16", "bfloat16", "fp16", "float16", "half", "fp32", "float32", "float"})
 
 
@@ -47,9 +50,18 @@ def apply_model_limits(server_args: ServerArgs, previous: Callable[[ServerArgs],
 
     if not serves_llada2(server_args):
         return
-    for error in (moe_runner_error(server_args), kv_cache_dtype_error(server_args)):
-        if error is not None:
-            raise ValueError(error)
+    from sglang.srt.arg_groups.overrides import declare_resolution, resolving_view
+
+    for field, error in (("moe_runner_backend", moe_runner_error(server_args)), ("kv_cache_dtype", kv_cache_dtype_error(server_args))):
+        if error is None:
+            continue
+        value = getattr(resolving_view(server_args), field)
+        if not chosen_by(server_args, field, value):
+            raise ValueError(error)  # the user's own choice: refused, with what to pass instead
+        # SGLang picked it for this machine / checkpoint: serve with what the model can run instead.
+        declare_resolution(server_args, "sglang_llada", **{field: SAFE_VALUES[field]})
+        logger.warning("sglang-llada: %s %s (SGLang's choice) replaced by %s: %s", field, value, SAFE_VALUES[field],
+                       error.split(": ", 1)[1])
     disable_prompt_graphs(server_args)
 
 

@@ -313,3 +313,27 @@ def test_checkpoint_fp8_kv_cache_is_refused_at_start_up() -> None:
         dllm_config.check_kv_cache_dtype(scheduler)  # type: ignore[arg-type]
     scheduler.tp_worker.model_runner.kv_cache_dtype = torch.bfloat16
     dllm_config.check_kv_cache_dtype(scheduler)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("field", "sglang_value", "replacement"), [
+    ("moe_runner_backend", "flashinfer_trtllm", "triton"), ("kv_cache_dtype", "fp8_e4m3", "auto"),
+])
+def test_what_sglang_chose_is_replaced_not_refused(
+    as_on_cuda: None, checkpoint: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    field: str, sglang_value: str, replacement: str,
+) -> None:
+    """A value SGLang's own resolution picked for the machine (e.g. a TRT-LLM MoE runner on newer
+    GPUs) is replaced by one the model runs, with a warning; only a user's explicit choice is refused."""
+    from sglang.srt.arg_groups import resolution_hooks
+    from sglang.srt.arg_groups.overrides import declare_resolution
+
+    def sglang_picks(server_args: Any, previous: Callable[[Any], None]) -> None:
+        previous(server_args)
+        declare_resolution(server_args, "sglang_default", **{field: sglang_value})
+
+    steps = resolution_hooks._HOOKS.get("handle_moe_kernel_config", [])
+    monkeypatch.setitem(resolution_hooks._HOOKS, "handle_moe_kernel_config", [*steps, sglang_picks])
+    with caplog.at_level(logging.WARNING, logger="sglang_llada.plugin"):
+        cfg = resolve(checkpoint)
+    assert getattr(cfg, field) == replacement
+    assert [r for r in caplog.records if f"{field} {sglang_value} (SGLang's choice) replaced by {replacement}" in r.getMessage()]
