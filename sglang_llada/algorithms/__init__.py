@@ -1,13 +1,13 @@
 """Our dLLM decoding algorithms, selectable with `--dllm-algorithm NAME` once `register()` ran.
 
-| name                 | class                              | knobs (`--dllm-algorithm-config` YAML)                  | per request (`custom_params.dllm`)    |
-|----------------------|------------------------------------|---------------------------------------------------------|---------------------------------------|
-| `llada2_threshold`   | `unmask.ThresholdAlgorithm`        | threshold (0.95), fold_store (auto)                     | threshold                             |
-| `llada2_static`      | `unmask.StaticAlgorithm`           | tokens_per_step (2), fold_store (auto)                  | tokens_per_step                       |
-| `llada2_factor`      | `unmask.FactorAlgorithm`           | factor (1.0), fold_store (auto)                         | factor                                |
-| `llada2_edit`        | `edit.EditAlgorithm`               | mode (none), threshold, edit_threshold, max_edit_steps  | all four (max_edit_steps <= 64)       |
-| `llada2_levenshtein` | `levenshtein.LevenshteinAlgorithm` | mode (Q), the same three, max_indel_steps (32)          | all five (both budgets <= 64)         |
-| `llada2_exact`       | `exact.ExactAlgorithm`             | draft_depth (8)                                         | draft_depth                           |
+| name                 | class                              | knobs (`--dllm-algorithm-config` YAML)                         | per request (`custom_params.dllm`)    |
+|----------------------|------------------------------------|----------------------------------------------------------------|---------------------------------------|
+| `llada2_threshold`   | `unmask.ThresholdAlgorithm`        | threshold (0.95), fold_store (auto)                            | threshold                             |
+| `llada2_static`      | `unmask.StaticAlgorithm`           | tokens_per_step (2), fold_store (auto)                         | tokens_per_step                       |
+| `llada2_factor`      | `unmask.FactorAlgorithm`           | factor (1.0), fold_store (auto)                                | factor                                |
+| `llada2_edit`        | `edit.EditAlgorithm`               | mode (none), threshold, edit_threshold, max_edit_steps, fold_store | the first four (max_edit_steps <= 64) |
+| `llada2_levenshtein` | `levenshtein.LevenshteinAlgorithm` | mode (Q), the same three, max_indel_steps (32), fold_store     | the first five (budgets <= 64)        |
+| `llada2_exact`       | `exact.ExactAlgorithm`             | draft_depth (8)                                                | draft_depth                           |
 
 `llada2_exact` gives, token for token, the output of `llada2_static` with `tokens_per_step: 1`
 (greedy, most confident position first) in fewer forwards: it drafts several commits from one
@@ -16,7 +16,9 @@ sampling and logit adjustments with a message.
 
 `fold_store` (auto / on / off): accept a block in the step that commits its last mask and store its
 KV in the request's next forward, instead of one more forward per block (unmask.py; `auto` = on
-where denoising forwards run eagerly, our CPU platform).
+where denoising forwards run eagerly, our CPU platform). The editing decoders' block ends after a
+check that changes nothing: with `fold_store` that check rides in the next block's first forward,
+the block held back until it passes (folded_check.py).
 
 `mode` presets (threshold / edit_threshold / max_edit_steps): `none` 0.95 / 0.9 / 4 (llada2_edit's
 default, its values before modes), `Q` 0.7 / 0.5 / 16 and `S` 0.5 / 0.0 / 16 (the LLaDA2.1 model
@@ -54,7 +56,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 
 @dataclass
@@ -80,15 +82,59 @@ class ForwardRecord:
     folded_rows: Optional[list[int]] = None
     # positions each row occupied in all of the run's forwards [B] (output/forward_stats.py)
     row_positions: Optional[list[int]] = None
+    # fold_store with the editing decoders (algorithms/folded_check.py; scheduler/folded_store.py):
+    # rows whose block the run accepted before its final check ({row: HeldBlock}), rows whose held
+    # previous block is still unchecked after the run (FDFO: {row: HeldBlock}), and rows whose held
+    # previous block the run settled ({row: Settled})
+    held: Optional[dict[int, "HeldBlock"]] = None
+    still_held: Optional[dict[int, "HeldBlock"]] = None
+    settled: Optional[dict[int, "Settled"]] = None
+
+
+@dataclass
+class HeldBlock:
+    """An editing decoder's block accepted before the forward that would check it final
+    (algorithms/folded_check.py): its step state and current tokens, on the device, checked by the
+    request's next forwards (folded beside its next block). The scheduler keeps it on the request
+    (scheduler/folded_store.py `PendingBlock`)."""
+
+    state: Any  # base.RowState of a one-row `Rows`: the block's step state (budgets, logprobs, trajectory)
+    tokens: Any  # [S] int64 device: the block as it stands now
+    start: int  # the block's first absolute position
+    accepted: list[int]  # [S] host: the block as the scheduler accepted it
+
+
+@dataclass
+class Settled:
+    """A held block whose check passed in this run: its final tokens [S] (host), and, on the
+    device, its [S] logprobs and trajectory (first_at, last_at), block-local as in `Rows`;
+    `finishes`: those tokens end the request (the scheduler finishes it with this block)."""
+
+    tokens: list[int]
+    logprobs: Any
+    first_at: Any
+    last_at: Any
+    finishes: bool
+
 
 @dataclass
 class FoldPlan:
-    """What the scheduler attaches to a denoising `ForwardBatch` for `fold_store`
-    (scheduler/folded_store.py): the batch rows whose stale previous block the run's first forward
-    re-encodes, and that block's final tokens [F][S] (host ints)."""
+    """What the scheduler attaches to a denoising `ForwardBatch` (scheduler/folded_store.py): the
+    batch rows whose stale previous block the run's first forward re-encodes (fold_store), that
+    block's final tokens [F][S] (host ints), and for the editing decoders (algorithms/folded_check.py)
+    the row's `HeldBlock` when that block still awaits its check (None: a plain stale block).
+
+    `may_hold(row, blocks)`: whether the run may accept batch row `row`'s block before its final
+    check when the request's output would then hold `blocks` ([(absolute start, [S] tokens)], in
+    order; the last is the row's current block): False when the request would finish with them (a
+    finished request has no next block to fold the check into) or cannot hold a block back. None:
+    hold nothing back."""
 
     rows: list[int]
     token_ids: list[list[int]]
+    held: Optional[list[Optional[HeldBlock]]] = None
+    may_hold: Optional[Callable[[int, list[tuple[int, list[int]]]], bool]] = None
+    finishes: Optional[Callable[[int, list[tuple[int, list[int]]]], bool]] = None
 
 
 # name -> "module:Class", resolved on demand

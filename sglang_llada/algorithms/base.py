@@ -27,7 +27,10 @@ KV is stale; `run` reports it (`ForwardRecord.stale`, from the last step's two d
 read: `fold_done`), the scheduler keeps the block out of the radix tree and plans it into the
 request's next run (scheduler/folded_store.py), whose first forward re-encodes it beside the new
 block (`_FoldingRunner` -> `LLaDA2MoeModelLM.forward_folded`, models/folded_blocks.py). One forward
-per block fewer, the same tokens.
+per block fewer, the same tokens. The editing decoders (edit.py, levenshtein.py) fold their final
+check the same way (folded_check.py): a block with no mask left is accepted before its check, which
+runs on the logits the next block's forwards compute for it (`FOLDS_CHECKS`: every forward of such a
+run may fold); a check that changes the block discards the next block's step and checks again.
 
 Per-request state: `init_step_state` gives each request a `RowState`, a row of a batched `Rows`
 on the device; SGLang keeps it for the request between FDFO rounds (`req.dllm_algo_state`) and
@@ -88,12 +91,20 @@ from sglang.srt.dllm.algorithm.base import DllmAlgorithm
 from sglang.srt.dllm.config import DllmConfig
 
 from sglang_llada.algorithms import FoldPlan, ForwardRecord
-from sglang_llada.algorithms.knobs import SAMPLING, Knob, Value, check_request_knobs, read_knobs, request_knobs_of
+from sglang_llada.algorithms.knobs import (
+    FOLD_STORE,
+    SAMPLING,
+    Knob,
+    Value,
+    check_request_knobs,
+    read_knobs,
+    request_knobs_of,
+)
 from sglang_llada.algorithms.sampling import LogitAdjuster, SeedCache, sampling_kwargs
 from sglang_llada.constrained.block import BlockConstraints
 from sglang_llada.constrained.request import CONSTRAINT_KEY, constraint_regex
 from sglang_llada.kernels.confidence import confidence
-from sglang_llada.models.folded_blocks import folded_blocks
+from sglang_llada.models.folded_blocks import folded_blocks, folded_forward
 from sglang_llada.state import peek, record
 
 Tensor = torch.Tensor
@@ -203,6 +214,10 @@ class LladaAlgorithm(DllmAlgorithm):
     # Honours `regex` / `json_schema` (constrained/block.py): the mask-to-token algorithms (unmask.py).
     CONSTRAINS: ClassVar[bool] = False
 
+    # fold_store folds every forward of a run (the editing decoders' checks, folded_check.py), not
+    # only the first one (the mask-to-token decoders' stale blocks)
+    FOLDS_CHECKS: ClassVar[bool] = False
+
     def __init__(self, config: DllmConfig):
         super().__init__(config)
         self.knobs: dict[str, Value] = read_knobs(config.algorithm_config, (*self.KNOBS, SAMPLING), self.NAME)
@@ -213,8 +228,21 @@ class LladaAlgorithm(DllmAlgorithm):
         self._warned_knob_rows = False
         # DELETE / SPLIT (LLaDA2.2): never written by this algorithm (levenshtein.py overrides)
         self.control_ids = control_token_ids(config)
-        # accept blocks before their KV is final, re-encoded in the next forward (unmask.py)
-        self.fold_store = False
+        # accept blocks before their KV is final, re-encoded in the next forward (unmask.py,
+        # folded_check.py); only for the algorithms whose KNOBS list `fold_store`
+        self.fold_store = "fold_store" in self.knobs and resolve_fold(self.knobs["fold_store"])
+        self._defer_done = False  # folded_check.py reads a step's flags itself (`step_done`)
+        self._step_out: Optional[Tensor] = None
+        self._plan: Optional[FoldPlan] = None
+        self._folder: Optional[_FoldingRunner] = None
+        self._fold_out: Any = None
+
+    @classmethod
+    def folds(cls, algorithm_config: Any) -> bool:
+        """Whether a server with this `--dllm-algorithm-config` folds (its start-up checks)."""
+        if not any(k.name == FOLD_STORE.name for k in cls.KNOBS):
+            return False
+        return resolve_fold(FOLD_STORE.check((algorithm_config or {}).get("fold_store", FOLD_STORE.default), cls.NAME))
 
     # -- per-request knobs ---------------------------------------------------------------------
 
@@ -376,30 +404,53 @@ class LladaAlgorithm(DllmAlgorithm):
     def run(self, model_runner: Any, forward_batch: Any, algo_states: Optional[List[Any]] = None) -> Any:
         """SGLang's run loop; then the block's [B, S] logprobs go on the logits output. With
         `fold_store`, the run's first forward also re-encodes the stale blocks the scheduler planned
-        (`_FoldingRunner`), and the rows it accepts early are reported stale."""
+        (`_FoldingRunner`), and the rows it accepts early are reported stale; the editing decoders
+        fold their held blocks into every forward of the run (folded_check.py)."""
         self._last_rows = None
         self._fold_flags: Optional[list[list[bool]]] = None
-        plan = peek(forward_batch, FoldPlan) if self.fold_store else None
+        self._fold_out = None
+        plan = self._plan = peek(forward_batch, FoldPlan) if self.fold_store else None
         runner = model_runner
-        if plan is not None and forward_batch.forward_mode.is_dllm_extend():
-            runner = _FoldingRunner(model_runner, plan, self.block_size)
-        out = super().run(runner, forward_batch, algo_states)
+        folder: Optional[_FoldingRunner] = None
+        if self.fold_store and forward_batch.forward_mode.is_dllm_extend() and (
+            self.FOLDS_CHECKS or (plan is not None and plan.rows)
+        ):
+            runner = folder = _FoldingRunner(model_runner, self.block_size)
+            if plan is not None and plan.rows:
+                folder.fold_next(plan.rows, plan.token_ids)  # the first forward (folded_check.py may replace it)
+        self._folder = folder
+        try:
+            out = super().run(runner, forward_batch, algo_states)
+        finally:
+            self._plan = self._folder = None
         if out[0] is not None:
             rec = record(out[0], ForwardRecord)
             if self._last_rows is not None:
                 rec.logprobs = self._last_rows.logprobs
                 rec.trace = (self._last_rows.first_at, self._last_rows.last_at)
-            if plan is not None and isinstance(runner, _FoldingRunner) and runner.folded:
+            if plan is not None and folder is not None and folder.fold_counts and self._fold_out is None:
                 rec.folded_rows = list(plan.rows)
+            if folder is not None and folder.fold_counts and rec.row_positions is not None:
                 # output/forward_stats.py's hook (around SGLang's run, inside this method) has counted
                 # one block per row and forward; a folded row computed its previous block too
-                if rec.row_positions is not None:
-                    for r in plan.rows:
-                        rec.row_positions[r] += self.block_size
+                for r, n in folder.fold_counts.items():
+                    rec.row_positions[r] += n * self.block_size
             if self._fold_flags is not None:  # the last step's [before, after] done flags
                 before, after = self._fold_flags
                 rec.stale = [a and not b for b, a in zip(before, after)]
+            self.record_fold(rec)
         return out
+
+    def record_fold(self, rec: ForwardRecord) -> None:
+        """What a run that folds its checks adds to its record (folded_check.py); nothing here."""
+
+    def step_done(self, finished: Tensor) -> List[bool]:
+        """The end of an editing step: `finished` [B] bool as the done list (one host read), or,
+        while folded_check.py runs the step, kept for it to read with the block (`_step_out`)."""
+        if self._defer_done:
+            self._step_out = finished
+            return []
+        return done_list(finished)
 
     def fold_done(self, done_before: Tensor, done_after: Tensor) -> List[bool]:
         """A step's done flags: `done_before` [B] (no mask left before its commit: the forward saw
@@ -477,19 +528,29 @@ class LladaAlgorithm(DllmAlgorithm):
 
 
 class _FoldingRunner:
-    """The model runner for a run whose first forward folds stale blocks (models/folded_blocks.py):
-    that forward carries the layout on the forward batch; every other call is the runner's own."""
+    """The model runner of a run that folds blocks (models/folded_blocks.py): a forward after
+    `fold_next(rows, tokens)` is a folded one, whose layout travels on the forward batch (with
+    `logits`, the folded blocks' logits are kept in `folded_logits`); every other call is the
+    runner's own. `fold_counts`: {batch row: forwards that folded its previous block}."""
 
-    def __init__(self, runner: Any, plan: FoldPlan, block_size: int) -> None:
+    def __init__(self, runner: Any, block_size: int) -> None:
         self._runner = runner
-        self._plan: Optional[FoldPlan] = plan
         self._block_size = block_size
-        self.folded = False
+        self._next: Optional[tuple[list[int], Any, bool]] = None
+        self.folded_logits: Optional[Tensor] = None
+        self.fold_counts: dict[int, int] = {}
+
+    def fold_next(self, rows: Sequence[int], token_ids: Any, logits: bool = False) -> None:
+        """The next forward folds the block before the current one of each of `rows`, as
+        `token_ids` ([F][S] host ints or an [F * S] device tensor)."""
+        self._next = (list(rows), token_ids, logits)
 
     def forward(self, forward_batch: Any, *args: Any, **kwargs: Any) -> Any:
-        plan, self._plan = self._plan, None
-        if plan is None:
+        spec, self._next = self._next, None
+        self.folded_logits = None
+        if spec is None or not spec[0]:
             return self._runner.forward(forward_batch, *args, **kwargs)
+        rows, token_ids, want_logits = spec
         model = self._runner.model
         if not hasattr(model, "forward_folded"):
             raise RuntimeError(
@@ -501,17 +562,20 @@ class _FoldingRunner:
             self._runner.req_to_token_pool.req_to_token,
             forward_batch.req_pool_indices,
             list(prefix) if prefix is not None else forward_batch.extend_prefix_lens.tolist(),
-            plan.rows,
-            plan.token_ids,
+            rows,
+            token_ids,
             self._block_size,
         )
         # called directly, not through ModelRunner.forward: that copies the forward batch (so the
         # layout would not reach the model) and may replay a CUDA graph of a plain forward
-        logits = in_forward_context(self._runner, forward_batch, lambda m: m.forward_folded(forward_batch, layout))
-        self.folded = True
+        logits, self.folded_logits = in_forward_context(
+            self._runner, forward_batch, lambda m: folded_forward(m, forward_batch, layout, want_logits)
+        )
+        for r in rows:
+            self.fold_counts[r] = self.fold_counts.get(r, 0) + 1
         # SGLang logs one line per scheduler forward with the batch's own tokens; these ride along
         # (bench/forwards_bench.py reads it)
-        n = len(plan.rows)
+        n = len(rows)
         logger.info("fold_store: %d finished block%s re-encoded, %d positions", n, "" if n == 1 else "s", n * self._block_size)
         from sglang.srt.model_executor.model_runner import ModelRunnerOutput
 
@@ -519,6 +583,17 @@ class _FoldingRunner:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._runner, name)
+
+
+def _eager_platform() -> bool:
+    from sglang_llada.platform import activate
+
+    return activate() is not None
+
+
+def resolve_fold(value: Any) -> bool:
+    """`fold_store`'s value (knobs.FOLD_STORE) -> whether the algorithm folds."""
+    return value == "on" or (value == "auto" and _eager_platform())
 
 
 def in_forward_context(model_runner: Any, forward_batch: Any, call: Any) -> Any:

@@ -57,6 +57,13 @@ both references, T2T uses the same draw as M2T (the argmax when greedy, the samp
 `done` is reported only after a forward that saw the block's final tokens (a step that changed
 nothing, or the one that hits the cap), so the KV cache holds the final block (see base.py).
 
+Folded final check (knob `fold_store`: auto / on / off, as the mask-to-token decoders'; `auto`, the
+default, is on where denoising forwards run eagerly, i.e. our CPU platform; `off` restores the
+behaviour above): a block with no mask left whose request would not finish with it is accepted at
+once, held back from the output, and its remaining steps -- the check, and any edits it finds -- run
+on the logits of the request's next forwards, which fold the block beside the next one
+(folded_check.py). Same tokens, logprobs and trajectory as `off`, one forward fewer per block.
+
 Per-request state, and what SGLang 0.5.23 offers for it: `init_step_state(fb)` is the only hook;
 SGLang calls it once per `run` in synchronous mode (before the first forward, when `fb.input_ids`
 still holds the prompt tail and masks -- that is where the prompt positions of the block are
@@ -88,8 +95,9 @@ from typing import Any, ClassVar, List, Mapping, Optional, Sequence
 import torch
 from sglang.srt.dllm.config import DllmConfig
 
-from sglang_llada.algorithms.base import LladaAlgorithm, Rows, RowState, done_list
-from sglang_llada.algorithms.knobs import REQUEST_STEP_CAP, Knob, Value
+from sglang_llada.algorithms.base import LladaAlgorithm, Rows, RowState
+from sglang_llada.algorithms.folded_check import FoldedCheck
+from sglang_llada.algorithms.knobs import FOLD_STORE, REQUEST_STEP_CAP, Knob, Value
 from sglang_llada.kernels.select_commit import select_commit
 
 Tensor = torch.Tensor
@@ -145,11 +153,14 @@ STEP_BUDGETS = ("max_edit_steps", "max_indel_steps")
 
 
 def request_knobs(knobs: Sequence[Knob]) -> tuple[Knob, ...]:
-    """An editing algorithm's REQUEST_KNOBS: its KNOBS, the step budgets capped at REQUEST_STEP_CAP."""
-    return tuple(k.capped(REQUEST_STEP_CAP) if k.name in STEP_BUDGETS else k for k in knobs)
+    """An editing algorithm's REQUEST_KNOBS: its KNOBS but `fold_store` (a server's choice), the step
+    budgets capped at REQUEST_STEP_CAP."""
+    return tuple(
+        k.capped(REQUEST_STEP_CAP) if k.name in STEP_BUDGETS else k for k in knobs if k.name != FOLD_STORE.name
+    )
 
 
-class EditAlgorithm(LladaAlgorithm):
+class EditAlgorithm(FoldedCheck, LladaAlgorithm):
     """LLaDA2.1 M2T + T2T editing (see the module docstring)."""
 
     NAME: ClassVar[str] = "llada2_edit"
@@ -160,6 +171,7 @@ class EditAlgorithm(LladaAlgorithm):
         Knob("threshold", 0.95, float, 0.0, 1.0),
         Knob("edit_threshold", 0.9, float, 0.0, 1.0),
         Knob("max_edit_steps", 4, int, 0, None),
+        FOLD_STORE,  # the final check folded into the next block's first forward (folded_check.py)
     )
     REQUEST_KNOBS: ClassVar[Sequence[Knob]] = request_knobs(KNOBS)
 
@@ -225,7 +237,7 @@ class EditAlgorithm(LladaAlgorithm):
         self.record_logprobs(rows, committed | edit.reshape(-1), prob)
         changed = (n_commit > 0) | edit.any(dim=1)
         rows.finished |= eligible & ~changed  # this forward saw the final block
-        return done_list(rows.finished)
+        return self.step_done(rows.finished)
 
     def _advance_budget(self, rows: EditRows, n_masked: Tensor, max_edit_steps: Any) -> Tensor:
         """Counts the edit-only steps; finishes blocks over budget (max_edit_steps: an int, or [B]

@@ -93,6 +93,14 @@ class Knob:
 # the LLaDA2 reference -- decodes greedily), or force greedy decoding for every request ("greedy").
 SAMPLING = Knob("sampling", "request", str, choices=("greedy", "request"))
 
+# Folded store (models/folded_blocks.py, scheduler/folded_store.py; algorithms/base.py): `on` accepts a
+# block before a forward has seen it final and re-encodes it in the request's next forward (the
+# mask-to-token decoders, unmask.py: in the step that commits its last mask; the editing decoders,
+# folded_check.py: before their final check, which runs on that next forward's logits); `auto` is `on`
+# where denoising forwards run eagerly (our CPU platform), `off` elsewhere (CUDA graphs replay a
+# fixed forward, which cannot carry the extra blocks).
+FOLD_STORE = Knob("fold_store", "auto", str, choices=("auto", "on", "off"))
+
 
 def read_knobs(config: Optional[Mapping[str, Any]], knobs: Sequence[Knob], algorithm: str) -> dict[str, Value]:
     """{knob name: validated value} from `config.algorithm_config`; defaults for absent keys.

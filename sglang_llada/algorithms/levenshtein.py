@@ -59,8 +59,11 @@ above holds for every request.
 Knobs: `mode` (`Q` default, or `S`: LLaDA2.1's presets, which LLaDA2.2 keeps -- Q: threshold 0.7,
 edit_threshold 0.5, max_edit_steps 16; S: 0.5 / 0.0 / 16), explicit `threshold`,
 `edit_threshold`, `max_edit_steps` override the mode's values, `max_indel_steps` (32),
-`sampling` (base.py). The DELETE / SPLIT ids come from SGLang's `DllmConfig.delete_token_id` /
-`split_token_id`, read from the checkpoint's config.json (ValueError at construction when absent).
+`sampling` (base.py), `fold_store` (auto / on / off, as `llada2_edit`'s: the block's final check
+rides in the next block's first forward, folded_check.py; a check whose DELETE / SPLIT reopens masks
+sends the block back to being decoded on its own, the next block's steps discarded until it is
+final). The DELETE / SPLIT ids come from SGLang's `DllmConfig.delete_token_id` / `split_token_id`,
+read from the checkpoint's config.json (ValueError at construction when absent).
 
 Logprobs: positions written with an ordinary token record the log of their write probability
 (`record_logprobs`); a SPLIT's restored old token keeps the logprob it had, the inserted mask and
@@ -103,9 +106,10 @@ from typing import Any, ClassVar, List, Mapping, Sequence
 import torch
 from sglang.srt.dllm.config import DllmConfig
 
-from sglang_llada.algorithms.base import LladaAlgorithm, Rows, RowState, confidence_excluding, done_list
+from sglang_llada.algorithms.base import LladaAlgorithm, Rows, RowState, confidence_excluding
 from sglang_llada.algorithms.edit import request_knobs, resolve_mode, resolve_request_mode
-from sglang_llada.algorithms.knobs import REQUEST_STEP_CAP, Knob, Value
+from sglang_llada.algorithms.folded_check import FoldedCheck
+from sglang_llada.algorithms.knobs import FOLD_STORE, REQUEST_STEP_CAP, Knob, Value
 from sglang_llada.kernels.select_commit import select_commit
 
 Tensor = torch.Tensor
@@ -196,7 +200,7 @@ def check_control_ids(config: DllmConfig, name: str) -> tuple[int, int]:
     return delete_id, split_id
 
 
-class LevenshteinAlgorithm(LladaAlgorithm):
+class LevenshteinAlgorithm(FoldedCheck, LladaAlgorithm):
     """LLaDA2.2 M2T + T2T + DELETE / SPLIT decoding (see the module docstring)."""
 
     NAME: ClassVar[str] = "llada2_levenshtein"
@@ -208,6 +212,7 @@ class LevenshteinAlgorithm(LladaAlgorithm):
         Knob("edit_threshold", 0.5, float, 0.0, 1.0),
         Knob("max_edit_steps", 16, int, 0, None),
         Knob("max_indel_steps", 32, int, 0, None),
+        FOLD_STORE,  # the final check folded into the next block's first forward (folded_check.py)
     )
     REQUEST_KNOBS: ClassVar[Sequence[Knob]] = request_knobs(KNOBS)
 
@@ -338,7 +343,7 @@ class LevenshteinAlgorithm(LladaAlgorithm):
         rows.steps += work.to(torch.int32)
         rows.last |= final
         rows.finished |= work & ~changed & (n_masked == 0)  # nothing to do and nothing done
-        return done_list(rows.finished)
+        return self.step_done(rows.finished)
 
     def _scored(self, logits: Tensor, live: Tensor, no_ctrl: Tensor, kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """`confidence` with the MASK logit at -inf everywhere and DELETE / SPLIT at -inf where `no_ctrl`

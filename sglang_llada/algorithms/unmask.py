@@ -52,7 +52,7 @@ from typing import Any, ClassVar, List, Optional, Sequence, Union
 import torch
 
 from sglang_llada.algorithms.base import LladaAlgorithm
-from sglang_llada.algorithms.knobs import Knob
+from sglang_llada.algorithms.knobs import FOLD_STORE, Knob
 from sglang_llada.constrained.block import admit_commits, constrain_logits
 from sglang_llada.kernels.select_commit import select_commit
 
@@ -61,36 +61,10 @@ Tensor = torch.Tensor
 NEVER = float("inf")  # a threshold no probability reaches: select_commit falls back to top-k
 
 
-# Folded store (models/folded_blocks.py, scheduler/folded_store.py): `on` accepts a block in the step
-# that commits its last mask and re-encodes it in the request's next forward; `auto` is `on` where
-# denoising forwards run eagerly (our CPU platform), `off` elsewhere (CUDA graphs replay a fixed
-# forward, which cannot carry the extra blocks).
-FOLD_STORE = Knob("fold_store", "auto", str, choices=("auto", "on", "off"))
-
-
-def _eager_platform() -> bool:
-    from sglang_llada.platform import activate
-
-    return activate() is not None
-
-
-def _resolve_fold(value: Any) -> bool:
-    return value == "on" or (value == "auto" and _eager_platform())
-
-
 class UnmaskAlgorithm(LladaAlgorithm):
     """One mask-to-token step; subclasses choose the per-block threshold [B] and count k [B]."""
 
     CONSTRAINS: ClassVar[bool] = True
-
-    def __init__(self, config: Any):
-        super().__init__(config)
-        self.fold_store = _resolve_fold(self.knobs["fold_store"])
-
-    @classmethod
-    def folds(cls, algorithm_config: Any) -> bool:
-        """Whether a server with this `--dllm-algorithm-config` folds (its start-up checks)."""
-        return _resolve_fold(FOLD_STORE.check((algorithm_config or {}).get("fold_store", FOLD_STORE.default), cls.NAME))
 
     def step(self, forward_batch: Any, full_logits: Tensor, states: List[Any]) -> List[bool]:
         b, s = forward_batch.batch_size, self.block_size

@@ -21,13 +21,19 @@ The scheduler side (which requests carry a stale block, and keeping it out of th
 it is fresh) is sglang_llada/scheduler/folded_store.py; the layout is attached to the forward batch
 for one forward (`sglang_llada.state`), by the algorithm (algorithms/base.py).
 
+The editing decoders (`llada2_edit`, `llada2_levenshtein`) also read the folded blocks' logits: their
+block ends after a step that changes nothing, and that step runs on the folded forward's logits of
+the previous block (algorithms/folded_check.py). `folded_forward(..., folded_logits=True)` returns
+them beside the batch's; a folded block sees exactly what a forward of its own would show it (its
+prefix and itself), so they are that forward's logits.
+
 Shapes: B batch rows, F folded rows (F <= B), S = block_size.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Optional, Sequence, Union
 
 import torch
 
@@ -51,11 +57,12 @@ def folded_blocks(
     req_pool_indices: Tensor,
     prefix_lens: Sequence[int],
     rows: Sequence[int],
-    token_ids: Sequence[Sequence[int]],
+    token_ids: Union[Sequence[Sequence[int]], Tensor],
     block_size: int,
 ) -> FoldedBlocks:
     """The layout for folding, into a denoising forward of B rows, the block just before the current
-    one of each batch row in `rows`, whose final tokens are `token_ids` [F][S] (host ints).
+    one of each batch row in `rows`, whose tokens are `token_ids` [F][S] (host ints, or an [F * S]
+    device tensor).
 
     req_to_token: SGLang's [R, max_context] slot table; req_pool_indices [B]; prefix_lens: every batch
     row's cached prefix length (host list), which ends with its folded block.
@@ -63,7 +70,11 @@ def folded_blocks(
     device = req_pool_indices.device
     s = block_size
     starts = [int(prefix_lens[r]) - s for r in rows]
-    if any(p < 0 for p in starts) or any(len(t) != s for t in token_ids) or len(token_ids) != len(rows):
+    if isinstance(token_ids, Tensor):
+        sizes_ok = token_ids.numel() == len(rows) * s
+    else:
+        sizes_ok = all(len(t) == s for t in token_ids) and len(token_ids) == len(rows)
+    if any(p < 0 for p in starts) or not sizes_ok:
         raise ValueError(f"folded blocks need {len(rows)} blocks of {s} tokens after a prefix of one block at least")
     rows_dev = torch.tensor(list(rows), dtype=torch.long).to(device)
     fold_pool = req_pool_indices[rows_dev]  # [F]
@@ -71,7 +82,10 @@ def folded_blocks(
     start_dev = torch.tensor(starts, dtype=torch.long).to(device)
     positions = (start_dev[:, None] + own[None, :]).reshape(-1)  # [F * S]
     slots = req_to_token[fold_pool[:, None], positions.view(-1, s)].reshape(-1)  # [F * S]
-    ids = torch.tensor([int(t) for block in token_ids for t in block], dtype=torch.long).to(device)
+    if isinstance(token_ids, Tensor):
+        ids = token_ids.reshape(-1).to(device=device, dtype=torch.long)
+    else:
+        ids = torch.tensor([int(t) for block in token_ids for t in block], dtype=torch.long).to(device)
     return FoldedBlocks(
         token_ids=ids,
         positions=positions,
@@ -80,3 +94,35 @@ def folded_blocks(
         prefix_lens=[int(p) for p in prefix_lens] + starts,
         extend_lens=[s] * (len(prefix_lens) + len(rows)),
     )
+
+
+def folded_forward(model: Any, forward_batch: Any, layout: FoldedBlocks, folded_logits: bool = False) -> tuple[Any, Optional[Tensor]]:
+    """One folded forward of `model` (our LLaDA2MoeModelLM) inside the batch's forward context:
+    (the batch's logits output, the folded blocks' [F * S, V] logits or None).
+
+    Without `folded_logits` this is `model.forward_folded`. With it, the same forward (the model's
+    layers over the batch's and the folded tokens, the layout attached for its attention layers)
+    also sends the folded tokens' hidden states through the LM head, separately from the batch's
+    (whose logits are computed exactly as `forward_folded` computes them)."""
+    if not folded_logits:
+        return model.forward_folded(forward_batch, layout), None
+    from sglang.srt.model_executor.forward_batch_info import ForwardMode
+
+    from sglang_llada.state import attach, discard
+
+    if forward_batch.forward_mode != ForwardMode.DLLM_EXTEND:
+        raise ValueError(f"a folded forward is a denoising forward (DLLM_EXTEND), not {forward_batch.forward_mode}")
+    input_ids, positions = forward_batch.input_ids, forward_batch.positions
+    n = input_ids.shape[0]
+    folded_ids = layout.token_ids.to(input_ids.dtype)
+    ids = torch.cat([input_ids, folded_ids])
+    pos = torch.cat([positions, layout.positions.to(positions.dtype)])
+    with torch.no_grad():
+        attach(forward_batch, layout)
+        try:
+            hidden = model.model(ids, pos, forward_batch)
+        finally:
+            discard(forward_batch, FoldedBlocks)
+        out = model.logits_processor(input_ids, hidden[:n], model.lm_head, forward_batch)
+        extra = model.logits_processor(folded_ids, hidden[n:], model.lm_head, forward_batch)
+    return out, extra.full_logits

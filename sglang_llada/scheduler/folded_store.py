@@ -23,15 +23,36 @@ forward per request to save at most one block of a later prefill; folding it wou
 `plan_fold` (AROUND `TpModelWorker._forward_batch_generation_dllm`, where the forward batch meets the
 scheduled requests) attaches to a denoising forward batch the rows whose stale block directly
 precedes their current block (`FoldPlan`); the algorithm's run builds the layout from it.
+
+The editing decoders (`llada2_edit`, `llada2_levenshtein`, algorithms/folded_check.py) also accept a
+block before its final check, which runs on the request's next forwards. Here, around that:
+
+* `plan_fold` puts on the plan each folded row's `HeldBlock` (from the request's `PendingBlock`) and
+  `may_hold` / `finishes`: whether a request would finish with given blocks -- SGLang's own
+  `update_finish_state` run on a copy of its output, plus `_finish_dllm_request_if_needed`'s context
+  length -- and whether it may hold a block back at all (not with frequency / presence / repetition
+  penalties, which count the output so far);
+* `settle_held` (before the result's logprobs and trajectory are added, output/batch_result.py):
+  a held block that its check settled gets its final tokens, logprobs and trajectory written over the
+  held ones in the request's output, fill ids, logprob lists and `customized_info`; if they finish the
+  request, it finishes here with that block (SGLang's finish check and release), and the run's
+  block of that row is dropped from the result;
+* `mark_stale`: a block accepted before its check gets its `PendingBlock` (and, its KV being stale, a
+  `StaleBlock`); a held block still unchecked after the run keeps both;
+* output/streaming.py sends none of a request's held block (`held_from`) until it is settled.
 """
 
 from __future__ import annotations
 
+import logging
+from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from sglang_llada.algorithms import FoldPlan, ForwardRecord
+from sglang_llada.algorithms import FoldPlan, ForwardRecord, HeldBlock
 from sglang_llada.state import attach, discard, peek
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from sglang.srt.managers.schedule_batch import Req, ScheduleBatch
@@ -43,6 +64,66 @@ class StaleBlock:
 
     start: int
     end: int
+
+
+@dataclass
+class PendingBlock:
+    """On a `Req`: its block [start, end) accepted by an editing decoder before its final check
+    (algorithms/folded_check.py): output_ids[out_start:out_end] hold it as accepted, nothing of it is
+    sent, and `held` carries what the check needs. `block_start`: the request's forward count before
+    the block's first forward (its trajectory's origin, output/trace.py)."""
+
+    start: int
+    end: int
+    out_start: int
+    out_end: int
+    block_start: int
+    held: HeldBlock
+
+
+def held_from(req: Req) -> Optional[int]:
+    """Where a request's held block starts in its output_ids (nothing from there is sent), or None."""
+    pending = peek(req, PendingBlock)
+    return None if pending is None else pending.out_start
+
+
+def _penalized(req: Req) -> bool:
+    sp = req.sampling_params
+    return bool(
+        (getattr(sp, "frequency_penalty", 0.0) or 0.0)
+        or (getattr(sp, "presence_penalty", 0.0) or 0.0)
+        or (getattr(sp, "repetition_penalty", 1.0) or 1.0) != 1.0
+    )
+
+
+def would_finish(req: Req, blocks: list[tuple[int, list[int]]], block_size: int, context_len: Optional[int]) -> bool:
+    """Whether `req` finishes once `blocks` ([(absolute start, tokens)], in order, the last one the
+    newly accepted block) are its output there: SGLang's `update_finish_state` on a copy of the output
+    (the request is left as it was), and `_finish_dllm_request_if_needed`'s context length."""
+    if req.finished():
+        return True
+    n_in = len(req.origin_input_ids)
+    out = array("q", req.output_ids)
+    new = 0
+    for start, tokens in blocks:
+        cut = max(0, n_in - start)
+        part = [int(t) for t in tokens[cut:]]
+        at = start + cut - n_in
+        if at > len(out):
+            return True  # not contiguous with the output: never hold such a block
+        out[at : at + len(part)] = array("q", part)
+        new = len(part)
+    if new == 0:
+        return True
+    if context_len is not None and n_in + len(out) + block_size > context_len:
+        return True
+    saved = (req.output_ids, req.finished_reason, req.finished_len, req.to_finish)
+    try:
+        req.output_ids = out
+        req.update_finish_state(new_accepted_len=new)
+        return req.finished()
+    finally:
+        req.output_ids, req.finished_reason, req.finished_len, req.to_finish = saved
 
 
 def _foldable(req: Req, stale: StaleBlock) -> bool:
@@ -59,17 +140,36 @@ def plan_fold(original: Callable[..., Any], self: Any, forward_batch: Any, batch
     if batch is not None and forward_batch.forward_mode == ForwardMode.DLLM_EXTEND:
         rows: list[int] = []
         tokens: list[list[int]] = []
+        held: list[Optional[HeldBlock]] = []
         for i, req in enumerate(batch.reqs):
             stale = peek(req, StaleBlock)
+            pending = peek(req, PendingBlock)
+            if pending is not None and (stale is None or not _foldable(req, stale)):
+                # its check cannot ride in this forward (the request was retracted or re-admitted):
+                # the held block stays as accepted
+                logger.warning("fold_store: request %s lost its held block's check (KV re-encoded); kept as accepted", req.rid)
+                discard(req, PendingBlock)
+                pending = None
             if stale is None:
                 continue
             if _foldable(req, stale):
                 rows.append(i)
                 tokens.append(list(req.full_untruncated_fill_ids[stale.start : stale.end]))
+                held.append(None if pending is None else pending.held)
             elif req.prefix_len >= stale.end and req.kv is not None and req.kv.cache_protected_len >= stale.end:
                 discard(req, StaleBlock)  # the tree's fresh copy backs it now
-        if rows:
-            attach(forward_batch, FoldPlan(rows, tokens))
+        reqs = list(batch.reqs)
+        s = batch.dllm_config.block_size
+        config = getattr(self, "model_config", None)
+        context_len = getattr(config, "context_len", None)
+
+        def finishes(row: int, blocks: list[tuple[int, list[int]]]) -> bool:
+            return would_finish(reqs[row], blocks, s, context_len)
+
+        def may_hold(row: int, blocks: list[tuple[int, list[int]]]) -> bool:
+            return not _penalized(reqs[row]) and not finishes(row, blocks)
+
+        attach(forward_batch, FoldPlan(rows, tokens, held if any(h is not None for h in held) else None, may_hold, finishes))
     try:
         return original(self, forward_batch, batch, *a, **kw)
     finally:
@@ -78,21 +178,96 @@ def plan_fold(original: Callable[..., Any], self: Any, forward_batch: Any, batch
 
 def mark_stale(batch: ScheduleBatch, result: Any) -> None:
     """Called by output/batch_result.py before SGLang processes a diffusion batch's result: blocks
-    re-encoded by this run are fresh; blocks it accepted before a forward saw them final are stale."""
+    re-encoded by this run are fresh; blocks it accepted before a forward saw them final are stale,
+    and an editing decoder's (accepted before its final check) are held back."""
     rec = peek(result.logits_output, ForwardRecord) if result is not None else None
     if rec is None:
         return
     for i in rec.folded_rows or ():
         discard(batch.reqs[i], StaleBlock)
+    for i, still in (rec.still_held or {}).items():
+        pending = peek(batch.reqs[i], PendingBlock)
+        if pending is not None:
+            pending.held = still  # checked again by the request's next forward
     if not rec.stale:
         return
+    from sglang_llada.output.forward_stats import ForwardCounts
+
     s = batch.dllm_config.block_size
     fdfo = result.accept_length_per_req_cpu is not None
     for i, stale in enumerate(rec.stale):
         if not stale or (fdfo and not result.accept_length_per_req_cpu[i]):
             continue
         req = batch.reqs[i]
-        attach(req, StaleBlock(req.extend_end - s, req.extend_end))
+        if req.finished():
+            continue
+        start, end = req.extend_end - s, req.extend_end
+        attach(req, StaleBlock(start, end))
+        held = (rec.held or {}).get(i)
+        if held is not None:
+            n_in = len(req.origin_input_ids)
+            counts = peek(req, ForwardCounts)
+            block_start = counts.block_start if counts is not None else 0
+            # SGLang appends the block's tokens past the prompt next: output_ids[out_start:out_end]
+            out_start = len(req.output_ids)
+            attach(req, PendingBlock(start, end, out_start, out_start + end - max(start, n_in), block_start, held))
+
+
+def settle_held(scheduler: Any, batch: ScheduleBatch, result: Any) -> None:
+    """Called by output/batch_result.py before SGLang processes a diffusion batch's result, after the
+    forward counts and before the logprobs: each held block this run settled is written over the held
+    one (tokens, fill ids, logprobs, trajectory); one whose final tokens end its request finishes it
+    here, and the row's block of this run is dropped from the result (see the module docstring)."""
+    rec = peek(result.logits_output, ForwardRecord) if result is not None else None
+    if rec is None or not rec.settled:
+        return
+    from sglang_llada.output.trace import COMMITTED, REWRITTEN, wants_trace
+
+    for i, done in rec.settled.items():
+        req = batch.reqs[i]
+        pending = peek(req, PendingBlock)
+        if pending is None:
+            continue
+        discard(req, PendingBlock)
+        discard(req, StaleBlock)  # the forward that settled it stored its final KV
+        if req.finished():
+            continue
+        s = pending.end - pending.start
+        cut = s - (pending.out_end - pending.out_start)  # the block's prompt positions
+        tokens = done.tokens[cut:]
+        req.output_ids[pending.out_start : pending.out_end] = array("q", tokens)
+        fill = req.full_untruncated_fill_ids
+        if len(fill) >= pending.end:
+            fill[pending.start : pending.end] = array("q", done.tokens)
+        if req.return_logprob:
+            values, idx = req.logprob.output_token_logprobs_val, req.logprob.output_token_logprobs_idx
+            if len(values) >= pending.out_end:
+                values[pending.out_start : pending.out_end] = done.logprobs.to("cpu").tolist()[cut:]
+                idx[pending.out_start : pending.out_end] = tokens
+        info = req.customized_info
+        if wants_trace(req) and info is not None and len(info.get(COMMITTED, ())) >= pending.out_end:
+            first = done.first_at.to("cpu").tolist()[cut:]
+            last = done.last_at.to("cpu").tolist()[cut:]
+            origin = pending.block_start
+            info[COMMITTED][pending.out_start : pending.out_end] = [origin + f if f > 0 else None for f in first]
+            info[REWRITTEN][pending.out_start : pending.out_end] = [
+                origin + lst if lst > 0 and lst != f else None for f, lst in zip(first, last)
+            ]
+        if not done.finishes:
+            continue
+        # the request ends with this block, as the unfolded decoder ends it: SGLang's finish check on
+        # it, its release; this run's block of the row was never decoded (folded_check.py)
+        assert len(req.output_ids) == pending.out_end, (len(req.output_ids), pending)
+        req.update_finish_state(new_accepted_len=pending.out_end - pending.out_start)
+        if req.finished():
+            scheduler._finish_dllm_request_if_needed(req)
+        if result.accept_length_per_req_cpu is not None:
+            result.accept_length_per_req_cpu[i] = 0
+            if result.dllm_algo_state is not None:
+                result.dllm_algo_state[i] = None
+        else:
+            new = result.next_token_ids[i]
+            result.next_token_ids[i] = new[:0]
 
 
 def checkpoint_around(original: Callable[..., Any], self: Any, req: Req, *a: Any, up_to: int, **kw: Any) -> Any:
@@ -103,4 +278,5 @@ def checkpoint_around(original: Callable[..., Any], self: Any, req: Req, *a: Any
             up_to = max(stale.start, req.kv.cache_protected_len)
         if req.finished():
             discard(req, StaleBlock)  # released next: its slots are freed, never re-encoded
+            discard(req, PendingBlock)
     return original(self, req, *a, up_to=up_to, **kw)

@@ -180,3 +180,32 @@ def test_folded_forward_stores_the_previous_block_and_decodes_as_after_a_store(c
     assert rel_err(got["kv"], want["kv"]) <= TOL
     assert rel_err(got["logits"][2 * BLOCK :], want["logits"][2 * BLOCK :]) <= TOL
     assert got["logits"].shape == want["logits"].shape  # the folded block's logits are not returned
+
+
+def test_folded_forward_also_returns_the_folded_blocks_logits(
+    checkpoints: dict[str, Path], prompt: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The editing decoders' folded check (algorithms/folded_check.py) reads the folded block's
+    logits: `folded_forward(..., folded_logits=True)` returns those of a forward of the block's own
+    (its prefix and itself), and the batch's exactly as `forward_folded` computes them."""
+    from sglang_llada.models.folded_blocks import folded_forward
+
+    runner = get_runner(checkpoints["per_expert"])
+    ids = prompt.reshape(-1)[: 3 * BLOCK].tolist()
+    mask = runner.model.config.vocab_size - 1
+    stale = ids[:BLOCK] + [mask if i % 2 else t for i, t in enumerate(ids[BLOCK : 2 * BLOCK])] + ids[2 * BLOCK :]
+    fold = {2 * BLOCK: ids[BLOCK : 2 * BLOCK]}
+    want = runner.forward_by_blocks(ids, BLOCK, dllm_extend=True)
+    plain = runner.forward_by_blocks(stale, BLOCK, dllm_extend=True, fold=fold)
+    folded_logits: list[torch.Tensor] = []
+
+    def with_logits(self: Any, forward_batch: Any, layout: Any) -> Any:
+        out, extra = folded_forward(self, forward_batch, layout, folded_logits=True)
+        folded_logits.append(extra)
+        return out
+
+    monkeypatch.setattr(type(runner.model), "forward_folded", with_logits)
+    got = runner.forward_by_blocks(stale, BLOCK, dllm_extend=True, fold=fold)
+    assert torch.equal(got["logits"], plain["logits"])
+    assert len(folded_logits) == 1 and folded_logits[0].shape == (BLOCK, want["logits"].shape[1])
+    assert rel_err(folded_logits[0].float(), want["logits"][BLOCK : 2 * BLOCK]) <= TOL
