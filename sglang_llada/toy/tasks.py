@@ -30,6 +30,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Optional
 
 TASK_NAMES: tuple[str, ...] = ("copy", "upper", "lower", "add", "sub")
 # Tasks trained together in one batch (same row length within a family).
@@ -349,18 +350,28 @@ def general_train_batches(seed: int, row_tokens: Callable[[Example], int], budge
     weights = [GENERAL_MIX[n] for n in names]
     while True:
         family = rng.choices(names, weights)[0]
-        batch: list[Example] = []
-        longest = 0
-        while len(batch) * longest < budget:
+
+        def draw(family: str = family) -> Optional[Example]:
             tasks = GENERAL_TASKS if family == "chat" else GENERAL_FAMILIES[family]
             ex = GENERAL_TRAIN_GENERATORS[rng.choice(tasks)](rng)
             if ex.prompt in excluded:
-                continue
-            if family == "chat":
-                ex = with_history(ex, rng, GENERAL_TRAIN_GENERATORS)
+                return None
+            return with_history(ex, rng, GENERAL_TRAIN_GENERATORS) if family == "chat" else ex
+
+        yield padded_batch(draw, row_tokens, budget)
+
+
+def padded_batch(draw: Callable[[], Optional[Example]], row_tokens: Callable[[Example], int], budget: int) -> list[Example]:
+    """Examples from `draw()` (None: drawn and rejected) until the batch's padded rows (rows x the
+    longest `row_tokens`) reach `budget`."""
+    batch: list[Example] = []
+    longest = 0
+    while len(batch) * longest < budget:
+        ex = draw()
+        if ex is not None:
             batch.append(ex)
             longest = max(longest, row_tokens(ex))
-        yield batch
+    return batch
 
 
 # --- multi-answer tasks and the help reply (the toys issue: drafts that can go wrong) ------------
@@ -529,17 +540,14 @@ def multi_train_batches(seed: int, row_tokens: Callable[[Example], int], budget:
     weights = [MULTI_MIX[n] for n in names]
     while True:
         family = rng.choices(names, weights)[0]
-        batch: list[Example] = []
-        longest = 0
-        while len(batch) * longest < budget:
+
+        def draw(family: str = family) -> Optional[Example]:
             ex = rng.choice(generators[family])(rng)
             if family != "multi" and ex.prompt in held and ex.prompt != "":  # "": the one empty message
-                continue
-            if family == "help" and rng.random() < 0.25:
-                ex = with_history(ex, rng, GENERAL_TRAIN_GENERATORS)
-            batch.append(ex)
-            longest = max(longest, row_tokens(ex))
-        yield batch
+                return None
+            return with_history(ex, rng, GENERAL_TRAIN_GENERATORS) if family == "help" and rng.random() < 0.25 else ex
+
+        yield padded_batch(draw, row_tokens, budget)
 
 
 SPLITS: tuple[str, ...] = ("heldout", "heldout-small", "short", "varlen", "multiturn", "json", "runs", "multi", "help")
