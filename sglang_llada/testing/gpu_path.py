@@ -249,13 +249,6 @@ def in_tree_block_topk(
     return weights, ids
 
 
-def inputs_untouched(fn: Callable[[], Any], *tensors: torch.Tensor) -> bool:
-    """Whether `fn()` leaves `tensors` as they were (bit for bit)."""
-    before = [t.clone() for t in tensors]
-    fn()
-    return all(torch.equal(a, b) for a, b in zip(before, tensors))
-
-
 # ------------------------------------------------------------------------------------------------
 # the comparison: ours through its GPU branches vs ours on its CPU path vs SGLang's in-tree class
 # ------------------------------------------------------------------------------------------------
