@@ -161,7 +161,7 @@ def diffusion_batch(
     for any of several target tokens (it depends on edits the model cannot see), so a model
     trained on drafts alone never grows confident on plain masks (a first 2.2 run decoded one
     token per forward at threshold 0.95). `t2t` applies to those plain blocks too (a 2.2 run
-    without it learned to rewrite a correct `d`: bench/results/edit_toys_22_unshipped_probe.txt)."""
+    without it learned to rewrite a correct `d`: docs/probes/edit_probe/edit_toys_22_unshipped_probe.txt)."""
     rng = random.Random(int(torch.randint(1 << 30, (), generator=g))) if indel > 0.0 else None
     ids_rows, pos_rows, tgt_rows, w_rows, kinds = [], [], [], [], []
     n_answer = 0

@@ -3,7 +3,7 @@ prompt plus its *correct* answer (no masks), and the positions where another tok
 probability > 0.5 (what `llada2_edit` Q's edit threshold would overwrite). A model trained for
 editing should want none; a 2.0 model, never trained on visible answer positions, wants many.
 
-    .venv/bin/python bench/edit_probe.py CKPT_DIR [--split heldout] [--tasks copy,upper,lower] [--limit 12]
+    .venv/bin/python docs/probes/edit_probe/edit_probe.py CKPT_DIR [--split heldout] [--tasks copy,upper,lower] [--limit 12]
 
 Uses the pure-torch reference forward (sglang_llada/testing/reference_llada2.py), no server.
 """

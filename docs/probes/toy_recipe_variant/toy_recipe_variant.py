@@ -1,6 +1,6 @@
 """Train the toy with the training-data mix changed, to try a recipe before it becomes the default.
 
-    .venv/bin/python bench/toy_recipe_variant.py --task-weight sub=2 -- --out /tmp/sub2
+    .venv/bin/python docs/probes/toy_recipe_variant/toy_recipe_variant.py --task-weight sub=2 -- --out /tmp/sub2
     .venv/bin/python bench/reference_decode_eval.py /tmp/sub2 1.0 2 48   # score it, no server
 
 Everything after `--` goes to `python -m sglang_llada.toy.train` (defaults: the shipped recipe).

@@ -1,7 +1,7 @@
 """Arithmetic-only probe of the toy's training recipe: how fast do sums and differences form?
 
-    .venv/bin/python bench/toy_arith_probe.py --format msb --steps 400 --every 100
-    .venv/bin/python bench/toy_arith_probe.py --format rev --steps 400 --every 100
+    .venv/bin/python docs/probes/toy_arith_probe/toy_arith_probe.py --format msb --steps 400 --every 100
+    .venv/bin/python docs/probes/toy_arith_probe/toy_arith_probe.py --format rev --steps 400 --every 100
 
 Trains the toy LLaDA2 (the shipped architecture, optimizer and block-diffusion objective of
 `sglang_llada/toy/train.py`) on add/sub batches only, and every `--every` steps decodes 100 sums

@@ -1,9 +1,9 @@
 """Variable-length text probe of the toy's training recipe: does copying strings of any length form?
 
-    .venv/bin/python bench/toy_varlen_probe.py --objective diffusion --steps 600 --every 150
-    .venv/bin/python bench/toy_varlen_probe.py --objective ar --steps 600 --every 150
-    .venv/bin/python bench/toy_varlen_probe.py --objective diffusion --ar-steps 300 ...
-    .venv/bin/python bench/toy_varlen_probe.py --objective diffusion --init sglang_llada/toy/checkpoints/llada2-toy
+    .venv/bin/python docs/probes/toy_varlen_probe/toy_varlen_probe.py --objective diffusion --steps 600 --every 150
+    .venv/bin/python docs/probes/toy_varlen_probe/toy_varlen_probe.py --objective ar --steps 600 --every 150
+    .venv/bin/python docs/probes/toy_varlen_probe/toy_varlen_probe.py --objective diffusion --ar-steps 300 ...
+    .venv/bin/python docs/probes/toy_varlen_probe/toy_varlen_probe.py --objective diffusion --init sglang_llada/toy/checkpoints/llada2-toy
 
 Trains the toy architecture on copy / upper / lower with inputs of 1 to 72 characters (words and
 digit groups, `tasks.varlen_text`) and every `--every` steps decodes 60 fixed probe examples

@@ -1,21 +1,23 @@
 """Probe (issue 35): a toy trained on the "multi" recipe, scored through the stock server.
 
-    .venv/bin/python bench/toy_multi_probe.py MODEL_DIR
+    .venv/bin/python docs/probes/toy_multi_probe/toy_multi_probe.py MODEL_DIR
 
 Two stock servers (`--max-running-requests 16`): the checkpoint's default decoding on the splits
 heldout / json / multi / help, then `llada2_threshold` at threshold 0.5 on multi (where parallel
 commits of several valid answers should mix them). Greedy, concurrency 16; per split: accuracy
-(validity for multi), per task, TPF and up to 4 wrong answers. Results: bench/results/toy_multi_probe.txt.
+(validity for multi), per task, TPF and up to 4 wrong answers. Results: docs/probes/toy_multi_probe/toy_multi_probe.txt.
 """
+import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 from sglang_llada.eval import evaluate
 from sglang_llada.server_process import launch
 
-model = Path(sys.argv[1])
+ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+ap.add_argument("model", type=Path, metavar="MODEL_DIR")
+model = ap.parse_args().model
 out = {}
 for label, knobs, splits in (("default", None, ("heldout", "json", "multi", "help")), ("threshold 0.5", "threshold: 0.5", ("multi",))):
     with tempfile.TemporaryDirectory() as d:
