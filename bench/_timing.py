@@ -1,6 +1,7 @@
 """What the kernel benches share: their common arguments, the timing loop, the machine description and
-the results files. Used by bench/step_bench.py, bench/block_routing_bench.py and bench/logit_adjust_bench.py
-(imported as a sibling module: a script's own folder is sys.path[0] when it runs as `python bench/x.py`).
+the results files. Used by bench/step_bench.py, bench/block_routing_bench.py, bench/logit_adjust_bench.py and
+bench/block_causal_attention_bench.py (imported as a sibling module: a script's own folder is sys.path[0]
+when it runs as `python bench/x.py`).
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _deps import require
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # (toy, split, label, algorithm or None (the checkpoint's default), YAML knobs, temperature: 0 greedy)
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--splits", default="heldout,json", help="comma-separated splits whose rows to run")
     p.add_argument("--out", type=Path, default=RESULTS / "edit_toys")
     args = p.parse_args(argv)
+    require()  # the plot at the end needs matplotlib: fail now, not after the run
     dirs = dict(TOY_DIRS, **{k: Path(v) for k, v in (t.split("=", 1) for t in args.toy)})
     missing = sorted({r[0] for r in ROWS if r[0] in args.only.split(",")} - set(dirs))
     if missing:

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from _deps import require
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONCURRENCY = (1, 16)
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-traces", dest="traces", action="store_false",
                    help="skip the trajectory pages (OUT_trace_<schedule>.html, `sglang-llada trace`) of the first example")
     args = p.parse_args(argv)
+    require()  # the plot at the end needs matplotlib: fail now, not after the run
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [run_config(name, sargs, args, Path(tmp)) for name, sargs in configs(Path(tmp))]

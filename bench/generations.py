@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _deps import require
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # (generation, label, server flags (algorithm, YAML knobs or None), eval limit or None)
@@ -128,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS / "generations")
     p.add_argument("--replot", action="store_true", help="redraw the plot from the JSON")
     args = p.parse_args(argv)
+    require()  # the plot at the end needs matplotlib: fail now, not after the run
     if args.replot:
         plot(json.loads(args.out.with_suffix(".json").read_text())["rows"], args.out.with_suffix(".png"))
         return 0

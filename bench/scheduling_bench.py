@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from _deps import require
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPT_LENS = (32, 128, 512, 1000, 2000, 4000)  # the toy's context is 4,096 tokens
@@ -223,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timings are the median of this many runs")
     p.add_argument("--out", type=Path, default=RESULTS / "scheduling_bench")
     args = p.parse_args(argv)
+    require()  # the plot at the end needs matplotlib: fail now, not after the run
     ar = args.ar_twin if str(args.ar_twin) and (Path(args.ar_twin) / "config.json").exists() else None
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _deps import require
+
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 ONE_PER_FORWARD = "1/forward"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -138,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS / "threshold_sweep")
     p.add_argument("--replot", action="store_true", help="redraw OUT.png from OUT.json; run nothing")
     args = p.parse_args(argv)
+    require()  # the plot at the end needs matplotlib: fail now, not after the run
     if args.replot:
         saved = json.loads(args.out.with_suffix(".json").read_text())
         plot(saved["rows"], args.out.with_suffix(".png"), f"{args.model.name}: accuracy vs TPF")

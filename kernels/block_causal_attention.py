@@ -2,8 +2,7 @@
 
 Trio: kernel `block_causal_attention_triton` (`_block_causal_attention_kernel`), torch twin
 `block_causal_attention_torch` (CPU path), reference `block_causal_attention_reference`; tests
-tests/kernels/test_block_causal_attention.py; no bench of its own (it runs inside the model's
-whole-prompt forward).
+tests/kernels/test_block_causal_attention.py; bench bench/block_causal_attention_bench.py.
 
 Why this exists: LLaDA2 attention is block-causal -- a token at absolute position p sees every
 token before the end of its own 32-token block, ``key < (p // S + 1) * S``, and nothing after.
