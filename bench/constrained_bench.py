@@ -9,7 +9,7 @@ constraint, then with one (twice: the first run compiles the pattern's automaton
 cached), then without again (the two free runs bracket the constrained ones, so a drift of the
 machine shows), in the same server:
 
-* the `json` split (`JSON: 482+937` -> `{"op": "add", "result": 1419}`) with `json_schema` =
+* the `json` split (`JSON: 482+937` -> `{"op": "add", "result": "1419"}`) with `json_schema` =
   tasks.JSON_SCHEMA: schema-valid rate (parses and validates), exact match, TPF, tok/s;
 * the held-out sums and differences with `regex` `[0-9]+`.
 

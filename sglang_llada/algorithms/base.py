@@ -2,10 +2,10 @@
 
 How SGLang 0.5.23 calls an algorithm (sglang/srt/dllm/algorithm/base.py, `DllmAlgorithm.run`):
 
-* synchronous mode (default): one `run` per block; `states = init_step_state(fb)` once, then
+* synchronous mode (`--no-dllm-fdfo`): one `run` per block; `states = init_step_state(fb)` once, then
   forward, `done = step(fb, full_logits, states)`, `if all(done): break`, forward, step, ... at most
   `max_steps(block_size)` times. The block's tokens are then read from `fb.input_ids`.
-* FDFO mode (`--dllm-fdfo`): one forward and ONE `step` per `run`; per-request states are carried
+* FDFO mode (`--dllm-fdfo`, SGLang 0.5.23's default): one forward and ONE `step` per `run`; per-request states are carried
   between runs (`req.dllm_algo_state`) until that request's `done` is True, and fresh rows get
   `init_step_state(fb)[i]`. `done[i]` decides `accept_length = block_size if done[i] else 0`.
 
@@ -213,6 +213,8 @@ class LladaAlgorithm(DllmAlgorithm):
     whole_prompt_prefill: ClassVar[bool] = True
     # Honours `regex` / `json_schema` (constrained/block.py): the mask-to-token algorithms (unmask.py).
     CONSTRAINS: ClassVar[bool] = False
+    # Why a decoder that does not constrain refuses `regex` / `json_schema` (the 400's reason).
+    CONSTRAINT_REFUSAL_WHY: ClassVar[str] = "whose edits can rewrite committed tokens"
 
     # fold_store folds every forward of a run (the editing decoders' checks, folded_check.py), not
     # only the first one (the mask-to-token decoders' stale blocks)
@@ -281,8 +283,8 @@ class LladaAlgorithm(DllmAlgorithm):
         able = [name for name in CLASS_PATHS if algorithm_class(name).CONSTRAINS]
         return (
             f"constrained output (regex / json_schema, custom_params.{CONSTRAINT_KEY}) is decoded by the "
-            f"mask-to-token algorithms ({', '.join(able)}); this server decodes with {cls.NAME}, whose edits "
-            "can rewrite committed tokens: serve with --dllm-algorithm llada2_threshold, or drop the constraint"
+            f"mask-to-token algorithms ({', '.join(able)}); this server decodes with {cls.NAME}, "
+            f"{cls.CONSTRAINT_REFUSAL_WHY}: serve with --dllm-algorithm llada2_threshold, or drop the constraint"
         )
 
     def block_constraints(self, forward_batch: Any) -> Optional[BlockConstraints]:

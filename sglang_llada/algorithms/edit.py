@@ -23,8 +23,10 @@ the preset's other values):
 
 Why `none` and not `Q` is the default: the README, bench/algorithm_table.py's "defaults" row (and
 its recorded result) and the end-to-end tests were written for 0.95 / 0.9 / 4; a silent change of
-the default decoding would make them describe something else. LLaDA2.1 checkpoints should be
-served with `mode: Q` or `mode: S` (`--dllm-algorithm-config` YAML).
+the default decoding would make them describe something else. A LLaDA2.1 checkpoint is served in
+mode Q all the same: its generation's preset (`mode: Q`, startup/generation.py) goes under the
+user's `--dllm-algorithm-config` YAML keys when the server decodes with `llada2_edit`
+(startup/dllm_config.py); `mode: S` or `mode: none` in the YAML picks another.
 
 Comparisons: M2T keeps `llada2_threshold`'s `>=` (the `select_commit` kernel's contract); T2T is
 strict (`prob > edit_threshold`), as in the LLaDA2.1 reference loop, SGLang's `JointThreshold` and

@@ -39,7 +39,8 @@ What is refused, and why (each a 400 naming the parameter; `request_error` / `va
 sampling (temperature > 0: exactness in distribution would need the verifier to re-draw every
 drafted position with the one-per-step decoder's noise; not implemented), `logit_bias`, the
 repetition / frequency / presence penalties and `min_new_tokens` (they adjust each state's logits
-by what that state holds; the copies' states differ).
+by what that state holds; the copies' states differ), and `regex` / `json_schema` (the drafts and
+their verification are not restricted by a constraint).
 
 Both of SGLang's loops: synchronous (`--no-dllm-fdfo`: one `run` decodes and stores a whole block
 of every row) and FDFO (the default: a run ends once fewer than half of its decoding rows still have masks;
@@ -100,6 +101,7 @@ class ExactAlgorithm(LladaAlgorithm):
     NAME: ClassVar[str] = "llada2_exact"
     KNOBS: ClassVar[Sequence[Knob]] = (DRAFT_DEPTH,)
     REQUEST_KNOBS: ClassVar[Sequence[Knob]] = KNOBS
+    CONSTRAINT_REFUSAL_WHY: ClassVar[str] = "whose drafted commits are verified unconstrained"
     # The verification forward is a method of our model class (models/llada2.py).
     supported_architectures = ("LLaDA2MoeModelLM",)
 

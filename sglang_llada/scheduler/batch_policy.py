@@ -51,7 +51,8 @@ def from_schedule_batch_after(
     result: Optional[SamplingBatchInfo], cls: type, batch: ScheduleBatch, *args: Any, **kwargs: Any
 ) -> Optional[SamplingBatchInfo]:
     """AFTER `SamplingBatchInfo.from_schedule_batch`: what the diffusion algorithms read per row,
-    put on the batch in this order: the requests' decoding knobs, then their seeds."""
+    put on the batch in this order: the requests' decoding knobs, their seeds, then their output
+    constraints."""
     if result is None or not batch.is_dllm():
         return None
     knobs_onto_batch(result, batch)

@@ -208,8 +208,10 @@ def size_dllm_batch_from_memory(result: None, scheduler: Scheduler, *args: Any, 
 
 
 def check_fold_tree(scheduler: Scheduler) -> None:
-    """A server whose algorithm folds the KV store (`fold_store`, algorithms/unmask.py) needs a radix
-    tree whose `checkpoint` keeps stale blocks out (scheduler/folded_store.py hooks SGLang's two)."""
+    """A server whose algorithm folds the KV store (`fold_store`: the mask-to-token algorithms of
+    algorithms/unmask.py and the editing decoders `llada2_edit` / `llada2_levenshtein`,
+    algorithms/folded_check.py) needs a radix tree whose `checkpoint` keeps stale blocks out
+    (scheduler/folded_store.py hooks SGLang's two)."""
     config = getattr(scheduler, "dllm_config", None)
     if config is None:
         return

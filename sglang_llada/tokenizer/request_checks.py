@@ -16,7 +16,8 @@ for tool_choice "required" / a named function are honoured by the mask-to-token 
 (`constraint_onto_request`: one regex moved into custom_params, decoded under the block constraint
 of sglang_llada/constrained); refused with a 400 when more than one is set, when the pattern,
 schema or tag does not compile (or is another form of structural tag), and on servers whose
-algorithm edits committed tokens.
+algorithm does not constrain (the class's `constraint_refusal` says why: the editing decoders'
+edits can rewrite committed tokens; `llada2_exact`'s drafted commits are verified unconstrained).
 
 Refused (each names the field and what to do instead):
 - `ebnf` (context-free; the block constraint covers regular languages);

@@ -380,3 +380,16 @@ def test_fast_path_when_no_row_sets_a_knob() -> None:
 # ----------------------------------------------------------------------------------------------
 # end to end: one server
 # ----------------------------------------------------------------------------------------------
+
+
+def test_constraint_refusals_give_each_decoders_reason() -> None:
+    """A decoder that does not constrain refuses `regex` / `json_schema` with its own reason and names
+    the ones that do."""
+    from sglang_llada.algorithms.exact import ExactAlgorithm
+
+    for cls, why in ((EditAlgorithm, "edits can rewrite committed tokens"),
+                     (LevenshteinAlgorithm, "edits can rewrite committed tokens"),
+                     (ExactAlgorithm, "drafted commits are verified unconstrained")):
+        message = cls.constraint_refusal()
+        assert why in message and cls.NAME in message and "llada2_threshold" in message, message
+    assert ThresholdAlgorithm.CONSTRAINS and not ExactAlgorithm.CONSTRAINS
