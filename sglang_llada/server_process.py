@@ -141,6 +141,37 @@ def _launch_once(
     raise RuntimeError(f"server did not start in {STARTUP_TIMEOUT_S}s:\n{server.log()[-6000:]}")
 
 
+def launch_gateway(worker_urls: list[str], workdir: Path, log_path: Path, *, policy: str = "cache_aware") -> Server:
+    """SGLang's gateway (`smg launch`, the `smg` package) in front of running servers, as README's
+    scale-out section runs it: `smg launch --worker-urls URL... --policy cache_aware`. Waits until
+    every worker is registered and healthy (`/workers`)."""
+    port, metrics_port = free_port(), free_port()
+    cmd = [
+        sys.executable, "-c", "import sys; from smg.cli import main; sys.exit(main())", "launch",
+        "--host", "127.0.0.1", "--port", str(port), "--prometheus-port", str(metrics_port),
+        "--worker-urls", *worker_urls, "--policy", policy,
+    ]
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    gateway = Server(url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path)
+    deadline = time.time() + 120.0
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {proc.returncode}:\n{gateway.log()[-6000:]}")
+        try:
+            r = requests.get(gateway.url + "/workers", timeout=2)
+            workers = r.json().get("workers", []) if r.status_code == 200 else []
+            if len(workers) == len(worker_urls) and all(w.get("is_healthy", True) for w in workers):
+                return gateway
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(1.0)
+    gateway.stop()
+    raise RuntimeError(f"gateway did not register its workers in 120 s:\n{gateway.log()[-6000:]}")
+
+
 def generate(url: str, payload: dict, timeout: float = 120.0) -> dict:
     r = requests.post(url + "/generate", json=payload, timeout=timeout)
     r.raise_for_status()
