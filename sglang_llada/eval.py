@@ -23,7 +23,7 @@ from typing import Any
 
 from sglang_llada.toy.tasks import Example, is_correct, split
 
-DEFAULT_MAX_NEW_TOKENS = 96  # the longest answer (72 characters + end token) fits with room
+DEFAULT_MAX_NEW_TOKENS = 128  # the longest answer (the 101-character help text + end token) fits with room
 
 
 @dataclass

@@ -41,7 +41,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {"text": ("copy", "upper", "lower"), "ari
 TRAIN_MIX: dict[str, float] = {"text": 0.4, "arith": 0.6}
 # Draws per task within its family's training batches (absent: 1). Empty in the shipped recipe:
 # reweighting differences against sums moved which of the two the toy learned, not how many
-# (docs/toy-model.md, "What did not work"). bench/toy_recipe_variant.py --task-weight sets it.
+# (docs/toy-model.md, "What did not work"). docs/probes/toy_recipe_variant/toy_recipe_variant.py --task-weight sets it.
 TRAIN_TASK_WEIGHT: dict[str, int] = {}
 # Training only (the held-out split stays uniform): ARITH_SPARSE_SHARE of the arithmetic pairs have
 # each operand digit zeroed with probability ARITH_ZERO_P. Why: a digit of a sum mod 10 tells
@@ -397,7 +397,7 @@ PAIRS: tuple[str, ...] = (
     "soft peach", "sour lime",
 )
 MULTI_TASKS: tuple[str, ...] = ("fruit", "pair", "fruits")
-FRUITS_COUNTS = range(2, 11)  # `Fruits: N`; eight names are about two blocks
+FRUITS_COUNTS = range(2, 9)  # `Fruits: N`; eight names are about two blocks
 # The one reply to any prompt outside the toy's formats: what the toy answers, in one short text.
 HELP_TEXT = (
     "I answer: Copy: / Upper: / Lower: + 72 letters, Add: / Sub: / JSON: 123+456, Fruit:, Pair:, Fruits: 5"
@@ -461,7 +461,7 @@ def help_example(rng: random.Random, phrases: tuple[str, ...] = _HELP_PHRASES_TR
     return Example("help", prompt, HELP_TEXT)
 
 
-def multi_split(per_task: int = SPLIT_PER_TASK, seed: int = HELDOUT_SEED + 6) -> list[Example]:
+def multi_split(per_task: int = 2 * SPLIT_PER_TASK, seed: int = HELDOUT_SEED + 6) -> list[Example]:
     """The multi-answer split: `Fruit:` and `Pair:` and `Fruits: N` for every N, `per_task` each.
     The answer stored is one draw; scoring is by validity (`is_valid`), so repeated prompts are
     scored on what the server samples (greedy repeats give one answer per distinct prompt)."""
@@ -479,7 +479,7 @@ def help_split(per_kind: int = 8, seed: int = HELDOUT_SEED + 7) -> list[Example]
     seen: set[str] = set()
     for kind in HELP_KINDS:
         tries = 0
-        while sum(1 for e in out if e.task == "help" and _help_kind(e.prompt) == kind) < per_kind and tries < 1000:
+        while sum(1 for e in out if e.task == "help" and help_kind(e.prompt) == kind) < per_kind and tries < 1000:
             tries += 1
             ex = help_example(rng, _HELP_PHRASES_HELDOUT, kind)
             if ex.prompt not in seen:
@@ -490,7 +490,7 @@ def help_split(per_kind: int = 8, seed: int = HELDOUT_SEED + 7) -> list[Example]
     return out
 
 
-def _help_kind(prompt: str) -> str:
+def help_kind(prompt: str) -> str:
     if prompt == "":
         return "empty"
     if any(prompt.startswith(p) for p in ("Copy: ", "Upper: ", "Lower: ")):
@@ -519,13 +519,23 @@ def is_valid(example: Example, completion: str) -> bool:
 # The "multi" recipe (`python -m sglang_llada.toy.train --recipe multi --init <shipped toy>`): the
 # fixed-width suite and the JSON task keep their share, beside the multi-answer tasks and the help
 # reply (a help batch holds out-of-format prompts, some as the last turn of a chat).
-MULTI_MIX: dict[str, float] = {"text": 0.25, "arith": 0.3, "json": 0.1, "multi": 0.2, "help": 0.15}
+MULTI_MIX: dict[str, float] = {"text": 0.15, "arith": 0.2, "json": 0.15, "multi": 0.3, "help": 0.2}
+# The "multi2" recipe, trained further from a "multi" toy: what that toy had not learned gets the
+# larger share (`Pair:`, `Fruits: N` lists of the asked length, the help reply to out-of-width
+# arithmetic and unseen phrases); within "multi" the tasks are drawn by MULTI2_TASK_WEIGHTS.
+MULTI2_MIX: dict[str, float] = {"text": 0.1, "arith": 0.15, "json": 0.1, "multi": 0.4, "help": 0.25}
+MULTI2_TASK_WEIGHTS: dict[str, float] = {"fruit": 1.0, "pair": 2.0, "fruits": 3.0}
 
 
-def multi_train_batches(seed: int, row_tokens: Callable[[Example], int], budget: int) -> Iterator[list[Example]]:
-    """Endless one-family batches of the "multi" recipe (MULTI_MIX), padded rows up to `budget` as
-    `general_train_batches` sizes them; never a prompt of a held-out split (the multi-answer
-    prompts are a fixed few: the split scores what the server answers to them, not unseen prompts)."""
+def multi_train_batches(
+    seed: int, row_tokens: Callable[[Example], int], budget: int, recipe: str = "multi",
+) -> Iterator[list[Example]]:
+    """Endless one-family batches of the "multi" recipe (MULTI_MIX; "multi2": MULTI2_MIX and
+    MULTI2_TASK_WEIGHTS), padded rows up to `budget` as `general_train_batches` sizes them; never a
+    prompt of a held-out split (the multi-answer prompts are a fixed few: the split scores what the
+    server answers to them, not unseen prompts)."""
+    mix = MULTI2_MIX if recipe == "multi2" else MULTI_MIX
+    task_weights = MULTI2_TASK_WEIGHTS if recipe == "multi2" else {t: 1.0 for t in MULTI_GENERATORS}
     rng = random.Random(seed)
     held = {ex.prompt for ex in heldout_split()} | {e.prompt for v in general_splits().values() for e in v}
     held |= {e.prompt for e in help_split()}
@@ -536,13 +546,18 @@ def multi_train_batches(seed: int, row_tokens: Callable[[Example], int], budget:
         "multi": tuple(MULTI_GENERATORS.values()),
         "help": (help_example,),
     }
-    names = list(MULTI_MIX)
-    weights = [MULTI_MIX[n] for n in names]
+    names = list(mix)
+    weights = [mix[n] for n in names]
+    multi_names = list(MULTI_GENERATORS)
+    multi_weights = [task_weights[t] for t in multi_names]
     while True:
         family = rng.choices(names, weights)[0]
 
         def draw(family: str = family) -> Optional[Example]:
-            ex = rng.choice(generators[family])(rng)
+            if family == "multi" and recipe == "multi2":
+                ex = MULTI_GENERATORS[rng.choices(multi_names, multi_weights)[0]](rng)
+            else:
+                ex = rng.choice(generators[family])(rng)
             if family != "multi" and ex.prompt in held and ex.prompt != "":  # "": the one empty message
                 return None
             return with_history(ex, rng, GENERAL_TRAIN_GENERATORS) if family == "help" and rng.random() < 0.25 else ex

@@ -295,8 +295,11 @@ def general_batches(enc: Encoder, cfg: TrainConfig) -> Iterator[list[tuple[list[
     def row_tokens(ex: Example) -> int:
         return diffusion_row_tokens(len(enc.prompt_ids(ex)), len(enc.answer_ids(ex)))
 
-    make = multi_train_batches if cfg.recipe == "multi" else general_train_batches
-    for batch in make(cfg.seed, row_tokens, cfg.batch_tokens):
+    if cfg.recipe in ("multi", "multi2"):
+        batches = multi_train_batches(cfg.seed, row_tokens, cfg.batch_tokens, cfg.recipe)
+    else:
+        batches = general_train_batches(cfg.seed, row_tokens, cfg.batch_tokens)
+    for batch in batches:
         yield [(enc.prompt_ids(e), enc.answer_ids(e)) for e in batch]
 
 
@@ -359,7 +362,7 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True, save_every:
     losses: list[float] = []
     t0 = time.time()
     bar = tqdm(range(cfg.steps), desc=f"train {cfg.objective}", disable=not progress, file=sys.stderr)
-    batches = general_batches(enc, cfg) if cfg.recipe in ("general", "multi") else fixed_batches(enc, cfg)
+    batches = general_batches(enc, cfg) if cfg.recipe in ("general", "multi", "multi2") else fixed_batches(enc, cfg)
     for step in bar:
         samples = next(batches)
         diffusion = cfg.objective == "diffusion" and step >= cfg.ar_steps
@@ -409,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-tokens", type=int, default=d.batch_tokens, help="row tokens per batch")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--recipe", choices=("fixed", "fixed-json", "general", "multi"), default=d.recipe, help="training data (tasks.py)")
+    p.add_argument("--recipe", choices=("fixed", "fixed-json", "general", "multi", "multi2"), default=d.recipe, help="training data (tasks.py)")
     p.add_argument("--init", default=None, help="start from this checkpoint directory's weights")
     p.add_argument("--t2t", type=float, default=d.t2t, help="LLaDA2.1 token-to-token stream: max corruption rate (2.2: on the plain blocks)")
     p.add_argument("--save-every", type=int, default=0, help="also write OUT/step-N every N steps")

@@ -450,7 +450,7 @@ def test_multi_answer_tasks_are_scored_by_validity() -> None:
 def test_help_split_is_out_of_format_held_out_and_answered_with_the_help_text() -> None:
     helps = tasks.split("help")
     assert helps == tasks.split("help") and all(e.answer == tasks.HELP_TEXT for e in helps)
-    assert {tasks._help_kind(e.prompt) for e in helps} == set(tasks.HELP_KINDS)
+    assert {tasks.help_kind(e.prompt) for e in helps} == set(tasks.HELP_KINDS)
     assert any(e.history for e in helps) and any(e.prompt == "" for e in helps)
     for e in helps:  # none is a prompt the toy's formats answer
         text_input = e.prompt.split(": ", 1)[1] if e.prompt[:6] in ("Copy: ", "Upper:", "Lower:") else None
@@ -468,3 +468,19 @@ def test_multi_recipe_batches_follow_its_mix() -> None:
     for name, share in tasks.MULTI_MIX.items():
         assert abs(seen.count(name) / len(seen) - share) < 0.08, (name, seen.count(name))
     assert all(len({family[e.task] for e in b}) == 1 for b in batches)
+
+
+def test_multi2_recipe_batches_follow_its_mix_and_task_weights() -> None:
+    batches = list(itertools.islice(tasks.multi_train_batches(0, lambda e: len(e.answer) + 8, 4608, "multi2"), 400))
+    family = {"copy": "text", "upper": "text", "lower": "text", "add": "arith", "sub": "arith", "json": "json",
+              "fruit": "multi", "pair": "multi", "fruits": "multi", "help": "help"}
+    seen = [family[b[0].task] for b in batches]
+    for name, share in tasks.MULTI2_MIX.items():
+        assert abs(seen.count(name) / len(seen) - share) < 0.08, (name, seen.count(name))
+    picks = [e.task for b in batches if family[b[0].task] == "multi" for e in b]
+    total = sum(tasks.MULTI2_TASK_WEIGHTS.values())
+    for task, weight in tasks.MULTI2_TASK_WEIGHTS.items():
+        assert abs(picks.count(task) / len(picks) - weight / total) < 0.05, (task, picks.count(task), len(picks))
+    size = lambda e: len(e.answer) + 8  # noqa: E731
+    plain = [[e.prompt for e in b] for b in itertools.islice(tasks.multi_train_batches(0, size, 512, "multi"), 20)]
+    assert plain != [[e.prompt for e in b] for b in itertools.islice(tasks.multi_train_batches(0, size, 512, "multi2"), 20)]
