@@ -1,13 +1,10 @@
 """Our dLLM decoding algorithms, selectable with `--dllm-algorithm NAME` once `register()` ran.
 
-| name                 | class                              | knobs (`--dllm-algorithm-config` YAML)                         | per request (`custom_params.dllm`)    |
-|----------------------|------------------------------------|----------------------------------------------------------------|---------------------------------------|
-| `llada2_threshold`   | `unmask.ThresholdAlgorithm`        | threshold (0.95), fold_store (auto)                            | threshold                             |
-| `llada2_static`      | `unmask.StaticAlgorithm`           | tokens_per_step (2), fold_store (auto)                         | tokens_per_step                       |
-| `llada2_factor`      | `unmask.FactorAlgorithm`           | factor (1.0), fold_store (auto)                                | factor                                |
-| `llada2_edit`        | `edit.EditAlgorithm`               | mode (none), threshold, edit_threshold, max_edit_steps, fold_store | the first four (max_edit_steps <= 64) |
-| `llada2_levenshtein` | `levenshtein.LevenshteinAlgorithm` | mode (Q), the same three, max_indel_steps (32), fold_store     | the first five (budgets <= 64)        |
-| `llada2_exact`       | `exact.ExactAlgorithm`             | draft_depth (8)                                                | draft_depth                           |
+`CLASS_PATHS` (below) maps each name to its class. Each class's `SUMMARY`, `KNOBS`
+(`--dllm-algorithm-config` YAML), `REQUEST_KNOBS` (`custom_params.dllm`) and, for the editing
+decoders, `MODES` are the only copy of its names, defaults, ranges and presets: README.md's
+algorithm and mode tables and docs/llada2-generations.md's per-request table are rendered from them
+(`python -m sglang_llada.doc_tables --write`; tests/units/test_doc_tables.py fails when stale).
 
 `llada2_exact` gives, token for token, the output of `llada2_static` with `tokens_per_step: 1`
 (greedy, most confident position first) in fewer forwards: it drafts several commits from one
@@ -20,17 +17,17 @@ where denoising forwards run eagerly, our CPU platform). The editing decoders' b
 check that changes nothing: with `fold_store` that check rides in the next block's first forward,
 the block held back until it passes (folded_check.py).
 
-`mode` presets (threshold / edit_threshold / max_edit_steps): `none` 0.95 / 0.9 / 4 (llada2_edit's
-default, its values before modes), `Q` 0.7 / 0.5 / 16 and `S` 0.5 / 0.0 / 16 (the LLaDA2.1 model
-card's Quality and Speedy modes; llada2_levenshtein offers Q, its default, and S). An explicit
-threshold / edit_threshold / max_edit_steps key overrides the mode's value. llada2_levenshtein
-(LLaDA2.2 DELETE / SPLIT editing) also needs the checkpoint's `delete_token_id` / `split_token_id`.
+`mode` presets (threshold / edit_threshold / max_edit_steps): `none` (llada2_edit's default, its
+values before modes), `Q` and `S` (the LLaDA2.1 model card's Quality and Speedy modes;
+llada2_levenshtein offers Q, its default, and S); their values are `MODES` of edit.py and
+levenshtein.py. An explicit threshold / edit_threshold / max_edit_steps key overrides the mode's
+value. llada2_levenshtein (LLaDA2.2 DELETE / SPLIT editing) also needs the checkpoint's
+`delete_token_id` / `split_token_id`.
 
-Per-request knobs: a request may set the knobs of the last column for itself, with
+Per-request knobs: a request may set its algorithm's `REQUEST_KNOBS` for itself, with
 `custom_params: {"dllm": {"threshold": 0.8}}` (in `sampling_params` of `/generate`; in the body of
-`/v1/chat/completions` and `/v1/completions`, e.g. the OpenAI client's `extra_body`). Each class
-lists them in `REQUEST_KNOBS` (the same `Knob` objects as `KNOBS`, the step budgets capped at
-`knobs.REQUEST_STEP_CAP` = 64). A request's `mode` applies its preset to the keys the request does
+`/v1/chat/completions` and `/v1/completions`, e.g. the OpenAI client's `extra_body`): the same
+`Knob` objects as `KNOBS`, the step budgets capped at `knobs.REQUEST_STEP_CAP`. A request's `mode` applies its preset to the keys the request does
 not set: request keys > the request's mode preset > the server's resolved values. Requests with
 different knobs share a batch; each row decodes by its own. A bad knob (unknown key, `sampling`,
 wrong type, out of range), or knobs sent to a server decoding with one of SGLang's in-tree

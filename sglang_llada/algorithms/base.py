@@ -206,6 +206,9 @@ class LladaAlgorithm(DllmAlgorithm):
     """Base of our algorithms: reads and validates the knobs, builds the per-step kernel inputs."""
 
     NAME: ClassVar[str] = "llada2"
+    # What the algorithm commits per step, in one line of Markdown (README's algorithm table,
+    # rendered by sglang_llada/doc_tables.py).
+    SUMMARY: ClassVar[str] = ""
     KNOBS: ClassVar[Sequence[Knob]] = ()
     # The knobs a request may set for itself (custom_params.dllm); see the module docstring.
     REQUEST_KNOBS: ClassVar[Sequence[Knob]] = ()

@@ -11,18 +11,13 @@ Why this exists: LLaDA2.1 checkpoints are trained to revise tokens they already 
   done at the first step that changes nothing, or when that budget is exhausted.
   `max_edit_steps: 0` makes the algorithm end blocks exactly when `llada2_threshold` does.
 
-Knobs and modes: `mode` picks a named preset of the three values; an explicit `threshold`,
-`edit_threshold` or `max_edit_steps` key overrides the preset's value (a partial override keeps
-the preset's other values):
-
-| mode             | threshold | edit_threshold | max_edit_steps | source                           |
-|------------------|-----------|----------------|----------------|----------------------------------|
-| `none` (default) | 0.95      | 0.9            | 4              | this plugin's values before modes |
-| `Q` (quality)    | 0.7       | 0.5            | 16             | LLaDA2.1 model card, Quality Mode |
-| `S` (speedy)     | 0.5       | 0.0            | 16             | LLaDA2.1 model card, Speedy Mode  |
+Knobs and modes: `mode` picks a named preset of the three values (`EDIT_MODES` below: `none`, the
+default, `Q` quality and `S` speedy; README's mode table is rendered from it); an explicit
+`threshold`, `edit_threshold` or `max_edit_steps` key overrides the preset's value (a partial
+override keeps the preset's other values).
 
 Why `none` and not `Q` is the default: the README, bench/algorithm_table.py's "defaults" row (and
-its recorded result) and the end-to-end tests were written for 0.95 / 0.9 / 4; a silent change of
+its recorded result) and the end-to-end tests were written for `none`'s values; a silent change of
 the default decoding would make them describe something else. A LLaDA2.1 checkpoint is served in
 mode Q all the same: its generation's preset (`mode: Q`, startup/generation.py) goes under the
 user's `--dllm-algorithm-config` YAML keys when the server decodes with `llada2_edit`
@@ -37,9 +32,9 @@ to 0. And `edit_threshold: 1.0` now disables editing (no probability exceeds 1),
 still edit at a saturated probability of exactly 1.
 
 Per-request knobs (`custom_params: {"dllm": {...}}`, base.py): `mode`, `threshold`,
-`edit_threshold`, `max_edit_steps` (at most `REQUEST_STEP_CAP` = 64). A request's `mode` applies its
+`edit_threshold`, `max_edit_steps` (at most `REQUEST_STEP_CAP`). A request's `mode` applies its
 preset to the three keys the request does not set: request keys > request mode preset > the
-server's resolved values. `max_steps` covers max(server `max_edit_steps`, 64), so SGLang's
+server's resolved values. `max_steps` covers max(server `max_edit_steps`, `REQUEST_STEP_CAP`), so SGLang's
 synchronous loop never cuts such a request's block short.
 
 Control tokens: with a LLaDA2.2 checkpoint's DELETE / SPLIT ids in the DllmConfig, their logits are
@@ -125,6 +120,12 @@ EDIT_MODES: dict[str, tuple[float, float, int]] = {
     "Q": (0.7, 0.5, 16),
     "S": (0.5, 0.0, 16),
 }
+# Where each mode's values come from (README's mode table, rendered by sglang_llada/doc_tables.py).
+MODE_SOURCES: dict[str, str] = {
+    "none": "this plugin's values before modes",
+    "Q": "LLaDA2.1 model card, Quality Mode",
+    "S": "LLaDA2.1 model card, Speedy Mode",
+}
 
 
 def resolve_mode(
@@ -166,6 +167,7 @@ class EditAlgorithm(FoldedCheck, LladaAlgorithm):
     """LLaDA2.1 M2T + T2T editing (see the module docstring)."""
 
     NAME: ClassVar[str] = "llada2_edit"
+    SUMMARY: ClassVar[str] = "LLaDA2.1: threshold mask-to-token plus token-to-token edits of written positions"
     MODES: ClassVar[Mapping[str, tuple[float, float, int]]] = EDIT_MODES
     KNOBS: ClassVar[Sequence[Knob]] = (
         Knob("mode", "none", str, choices=tuple(EDIT_MODES)),

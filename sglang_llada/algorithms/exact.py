@@ -24,7 +24,7 @@ schedule. Positions per forward grow with D (D copies of the block per request),
 verification forward's logits: [A * D * 32, V] for A rows still decoding (fp32, 2.6 GB at A = 16,
 D = 8, V = 157,184).
 
-Knob: `draft_depth` (default 8; 1..32): D, the states verified per forward; per request too
+Knob: `draft_depth` (`DRAFT_DEPTH` below: default and range): D, the states verified per forward; per request too
 (`custom_params: {"dllm": {"draft_depth": 4}}`). `draft_depth: 1` is the one-per-step schedule
 itself, one verification forward per commit.
 
@@ -99,6 +99,10 @@ class ExactAlgorithm(LladaAlgorithm):
     """Greedy one-per-step decoding, drafted and verified `draft_depth` states per forward."""
 
     NAME: ClassVar[str] = "llada2_exact"
+    SUMMARY: ClassVar[str] = (
+        "the output of `llada2_static` with `tokens_per_step: 1` (greedy, most confident position first: "
+        "the quality ceiling), token for token, in fewer forwards"
+    )
     KNOBS: ClassVar[Sequence[Knob]] = (DRAFT_DEPTH,)
     REQUEST_KNOBS: ClassVar[Sequence[Knob]] = KNOBS
     CONSTRAINT_REFUSAL_WHY: ClassVar[str] = "whose drafted commits are verified unconstrained"

@@ -51,14 +51,15 @@ Budgets and termination (every bound is per block and per row, on the device):
   short, and FDFO rounds (which have no cap of their own) end too.
 
 Per-request knobs (`custom_params: {"dllm": {...}}`, base.py): `mode`, `threshold`,
-`edit_threshold`, `max_edit_steps`, `max_indel_steps` (the two budgets at most `REQUEST_STEP_CAP` =
-64), resolved as in `llada2_edit` (request keys > request mode preset > server values); each row's
-hard cap uses its own budgets, and `max_steps` uses max(server value, 64) for both, so the bound
+`edit_threshold`, `max_edit_steps`, `max_indel_steps` (the two budgets at most
+`REQUEST_STEP_CAP`), resolved as in `llada2_edit` (request keys > request mode preset > server
+values); each row's hard cap uses its own budgets, and `max_steps` uses max(server value,
+`REQUEST_STEP_CAP`) for both, so the bound
 above holds for every request.
 
-Knobs: `mode` (`Q` default, or `S`: LLaDA2.1's presets, which LLaDA2.2 keeps -- Q: threshold 0.7,
-edit_threshold 0.5, max_edit_steps 16; S: 0.5 / 0.0 / 16), explicit `threshold`,
-`edit_threshold`, `max_edit_steps` override the mode's values, `max_indel_steps` (32),
+Knobs: `mode` (`Q` default, or `S`: LLaDA2.1's presets, which LLaDA2.2 keeps: `LEVENSHTEIN_MODES`
+below, README's mode table), explicit `threshold`, `edit_threshold`, `max_edit_steps` override the
+mode's values, `max_indel_steps` (defaults and ranges: `KNOBS`, README's algorithm table),
 `sampling` (base.py), `fold_store` (auto / on / off, as `llada2_edit`'s: the block's final check
 rides in the next block's first forward, folded_check.py; a check whose DELETE / SPLIT reopens masks
 sends the block back to being decoded on its own, the next block's steps discarded until it is
@@ -204,6 +205,9 @@ class LevenshteinAlgorithm(FoldedCheck, LladaAlgorithm):
     """LLaDA2.2 M2T + T2T + DELETE / SPLIT decoding (see the module docstring)."""
 
     NAME: ClassVar[str] = "llada2_levenshtein"
+    SUMMARY: ClassVar[str] = (
+        "LLaDA2.2: `llada2_edit` plus DELETE (remove a position, shift left) and SPLIT (insert a mask)"
+    )
     MODES: ClassVar[Mapping[str, tuple[float, float, int]]] = LEVENSHTEIN_MODES
     KNOBS: ClassVar[Sequence[Knob]] = (
         Knob("mode", "Q", str, choices=tuple(LEVENSHTEIN_MODES)),

@@ -6,13 +6,14 @@ small ops and ends with a host sync. These three run every step as two kernels w
 in-place write) plus one `.tolist()` of the [B] done flags, which SGLang's loop needs on the host
 (see base.py). They differ only in the per-block `(threshold, k)` handed to `select_commit`, which
 commits the masked positions with prob >= threshold, or, when none passes, the k most confident
-(ties: lower position first):
+(ties: lower position first); knob defaults and ranges: README's algorithm table (rendered from
+`KNOBS` below):
 
-* `llada2_threshold` (LLaDA2's default; knob `threshold`, default 0.95): threshold, k = 1. Same
+* `llada2_threshold` (LLaDA2's default; knob `threshold`): threshold, k = 1. Same
   commits as LowConfidence except at prob == threshold exactly (LowConfidence uses `>`).
-* `llada2_static` (low-confidence schedule with a fixed count; knob `tokens_per_step`, default 2):
+* `llada2_static` (low-confidence schedule with a fixed count; knob `tokens_per_step`):
   no threshold (+inf), k = tokens_per_step: the n most confident masked positions each step.
-* `llada2_factor` (knob `factor`, default 1.0): with c_1 >= c_2 >= ... the sorted confidences of the
+* `llada2_factor` (knob `factor`): with c_1 >= c_2 >= ... the sorted confidences of the
   block's masked positions, commit the top n for the largest n with (n + 1) * (1 - c_n) < factor,
   and at least 1. This is the factor-based parallel decoding rule of Fast-dLLM (Wu et al. 2025,
   "Fast-dLLM: Training-free Acceleration of Diffusion LLM by Enabling KV Cache and Parallel
@@ -98,6 +99,7 @@ class ThresholdAlgorithm(UnmaskAlgorithm):
     """Commit masked positions with confidence >= `threshold`, else the most confident one."""
 
     NAME: ClassVar[str] = "llada2_threshold"
+    SUMMARY: ClassVar[str] = "masked positions with confidence >= `threshold`, else the most confident one"
     REQUEST_KNOBS: ClassVar[Sequence[Knob]] = (Knob("threshold", 0.95, float, 0.0, 1.0),)
     KNOBS: ClassVar[Sequence[Knob]] = (*REQUEST_KNOBS, FOLD_STORE)
 
@@ -111,6 +113,7 @@ class StaticAlgorithm(UnmaskAlgorithm):
     """Commit the `tokens_per_step` most confident masked positions (all that remain if fewer)."""
 
     NAME: ClassVar[str] = "llada2_static"
+    SUMMARY: ClassVar[str] = "the `tokens_per_step` most confident masked positions"
     REQUEST_KNOBS: ClassVar[Sequence[Knob]] = (Knob("tokens_per_step", 2, int, 1, None),)
     KNOBS: ClassVar[Sequence[Knob]] = (*REQUEST_KNOBS, FOLD_STORE)
 
@@ -143,6 +146,10 @@ class FactorAlgorithm(UnmaskAlgorithm):
     """Fast-dLLM / dInfer factor-based parallel decoding (see the module docstring)."""
 
     NAME: ClassVar[str] = "llada2_factor"
+    SUMMARY: ClassVar[str] = (
+        "factor-based parallel decoding (Fast-dLLM / dInfer): the n most confident masked positions, "
+        "n the largest with (n+1)(1-c_n) < `factor`"
+    )
     REQUEST_KNOBS: ClassVar[Sequence[Knob]] = (Knob("factor", 1.0, float, 0.0, None, low_open=True),)
     KNOBS: ClassVar[Sequence[Knob]] = (*REQUEST_KNOBS, FOLD_STORE)
 

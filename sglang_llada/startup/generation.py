@@ -1,29 +1,18 @@
 """Which LLaDA2.X generation a checkpoint is, and how each generation is decoded by default.
 
 Why this exists: every LLaDA2.X checkpoint has `architectures: ["LLaDA2MoeModelLM"]` and
-`model_type: llada2_moe`, but the generations are trained for different decoders:
+`model_type: llada2_moe`, but the generations are trained for different decoders: 2.0 (and CAP)
+for mask-to-token unmasking, 2.1 adds token-to-token editing (S / Q modes), 2.2 adds Levenshtein
+editing (DELETE / SPLIT tokens). Decoding a 2.2 checkpoint with the 2.0 rule would commit DELETE /
+SPLIT tokens as text; decoding a 2.1 checkpoint without editing loses what it was trained for. So
+the generation is told from what the checkpoint carries: `RULES`, in order, the first rule that
+applies wins (the override, then the DELETE / SPLIT ids, block routing, LLaDA2.1's editing keys in
+generation_config.json, a LLaDA2.1 name, else 2.0), and each generation is decoded with its
+`DEFAULT_DECODING`. Both are data: docs/llada2-generations.md's table is rendered from them
+(`python -m sglang_llada.doc_tables --write`; tests/units/test_doc_tables.py fails when it is stale).
 
-| generation | trained for                                   | our default `--dllm-algorithm` |
-|------------|-----------------------------------------------|--------------------------------|
-| 2.0 / CAP  | mask-to-token unmasking                       | `llada2_threshold` (0.95)      |
-| 2.1        | + token-to-token editing (S / Q modes)        | `llada2_edit`, mode Q          |
-| 2.2        | + Levenshtein editing (DELETE / SPLIT tokens) | `llada2_levenshtein`, mode Q   |
-
-Decoding a 2.2 checkpoint with the 2.0 rule would commit DELETE / SPLIT tokens as text; decoding
-a 2.1 checkpoint without editing loses what it was trained for. So the generation is told from
-what the checkpoint carries, in this order (the first rule that applies wins):
-
-1. `--json-model-override-args '{"llada2_generation": "2.1"}'` (or "2.0" / "2.2"): the override;
-2. config.json declares `delete_token_id` and `split_token_id` -> 2.2 (Levenshtein editing);
-3. config.json declares `expert_capacity` (MoE block routing, a 2.2 feature) -> 2.2;
-4. generation_config.json carries LLaDA2.1's editing knobs (`editing_threshold` or
-   `max_post_steps`, the names of its reference `generate`) -> 2.1;
-5. the checkpoint's name (its hub id or directory name) says LLaDA2.1 (`LLaDA2.1-mini`, ...)
-   -> 2.1: the published 2.1 config.json is the same schema as 2.0's;
-6. otherwise 2.0.
-
-A 2.2 checkpoint without DELETE / SPLIT ids (rule 3 alone) cannot be Levenshtein-decoded: it is
-served with token editing (`llada2_edit`), and the log line says so. An explicit
+A 2.2 checkpoint without DELETE / SPLIT ids (block routing alone) cannot be Levenshtein-decoded: it
+is served with 2.1's token editing (`llada2_edit`), and the log line says so. An explicit
 `--dllm-algorithm` always wins over the generation's default.
 """
 
@@ -33,7 +22,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 GENERATIONS = ("2.0", "2.1", "2.2")
 OVERRIDE_KEY = "llada2_generation"
@@ -41,6 +30,75 @@ OVERRIDE_KEY = "llada2_generation"
 # max_post_steps=...)`): their presence marks a checkpoint trained for editing.
 EDITING_GENERATION_KEYS = ("editing_threshold", "max_post_steps")
 _NAME_21 = re.compile(r"llada[-_ ]?2[._-]1(?![0-9])", re.IGNORECASE)
+
+# generation -> its default decoding: (--dllm-algorithm, keys added to its --dllm-algorithm-config;
+# the user's keys win), used when the user gave no --dllm-algorithm.
+DEFAULT_DECODING: Mapping[str, tuple[str, Mapping[str, Any]]] = {
+    "2.0": ("llada2_threshold", {}),
+    "2.1": ("llada2_edit", {"mode": "Q"}),
+    "2.2": ("llada2_levenshtein", {"mode": "Q"}),
+}
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the rules read from a checkpoint."""
+
+    generation_config: Mapping[str, Any]
+    name: str  # hub id or path
+    override: Optional[str]  # the validated llada2_generation override
+    has_indel: bool  # config.json declares delete_token_id and split_token_id
+    block_routing: bool  # config.json declares expert_capacity
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One detection rule: when `applies`, the checkpoint is `generation` (None: the override's)."""
+
+    carries: str  # what the checkpoint carries, in Markdown (docs/llada2-generations.md)
+    generation: Optional[str]
+    applies: Callable[[Facts], bool]
+    reason: str  # the log line's why; {name} (the checkpoint's basename) and {override} filled in
+    # decode with this generation's default instead of its own (`reason` says why)
+    decoding: Optional[str] = None
+
+
+# In order: the first rule that applies wins.
+RULES: tuple[Rule, ...] = (
+    Rule(
+        f"`--json-model-override-args '{{\"{OVERRIDE_KEY}\": \"2.1\"}}'` (or \"2.0\", \"2.2\")",
+        None,
+        lambda f: f.override is not None,
+        f"--json-model-override-args {OVERRIDE_KEY}={{override}}",
+    ),
+    Rule(
+        "config.json `delete_token_id` and `split_token_id`",
+        "2.2",
+        lambda f: f.has_indel,
+        "config.json declares delete_token_id / split_token_id",
+    ),
+    Rule(
+        "config.json `expert_capacity` (block routing), no DELETE / SPLIT ids",
+        "2.2",
+        lambda f: f.block_routing,
+        "config.json declares expert_capacity (block routing); no delete_token_id / split_token_id, "
+        "so token editing without DELETE / SPLIT",
+        decoding="2.1",  # no Levenshtein edits without the ids (the rule above took every checkpoint with them)
+    ),
+    Rule(
+        "generation_config.json " + " or ".join(f"`{k}`" for k in EDITING_GENERATION_KEYS),
+        "2.1",
+        lambda f: any(k in f.generation_config for k in EDITING_GENERATION_KEYS),
+        "generation_config.json carries " + " / ".join(EDITING_GENERATION_KEYS),
+    ),
+    Rule(
+        "the checkpoint's name (hub id or directory) says LLaDA2.1",
+        "2.1",
+        lambda f: bool(_NAME_21.search(f.name)),
+        "the checkpoint name {name!r}",
+    ),
+    Rule("none of these", "2.0", lambda f: True, "no editing fields in the checkpoint"),
+)
 
 
 @dataclass(frozen=True)
@@ -120,26 +178,13 @@ def detect_generation(
                 "llada2_generation 2.2 needs the DELETE / SPLIT token ids: add "
                 "\"delete_token_id\" and \"split_token_id\" to --json-model-override-args"
             )
-        name_, reason = override, f"--json-model-override-args {OVERRIDE_KEY}={override}"
-    elif has_indel:
-        name_, reason = "2.2", "config.json declares delete_token_id / split_token_id"
-    elif block_routing:
-        name_, reason = "2.2", "config.json declares expert_capacity (block routing)"
-    elif any(k in generation_config for k in EDITING_GENERATION_KEYS):
-        name_, reason = "2.1", "generation_config.json carries editing_threshold / max_post_steps"
-    elif _NAME_21.search(name or ""):
-        name_, reason = "2.1", f"the checkpoint name {os.path.basename(name.rstrip('/'))!r}"
-    else:
-        name_, reason = "2.0", "no editing fields in the checkpoint"
 
-    if name_ == "2.0":
-        algorithm, knobs = "llada2_threshold", {}
-    elif name_ == "2.2" and has_indel:
-        algorithm, knobs = "llada2_levenshtein", {"mode": "Q"}
-    else:
-        algorithm, knobs = "llada2_edit", {"mode": "Q"}
-        if name_ == "2.2":
-            reason += "; no delete_token_id / split_token_id, so token editing without DELETE / SPLIT"
+    facts = Facts(generation_config, name or "", override, has_indel, block_routing)
+    rule = next(r for r in RULES if r.applies(facts))
+    name_ = rule.generation or str(override)
+    reason = rule.reason.format(name=os.path.basename((name or "").rstrip("/")), override=override)
+    algorithm, preset = DEFAULT_DECODING[rule.decoding or name_]
+    knobs = dict(preset)
     return Generation(
         name=name_,
         reason=reason,
