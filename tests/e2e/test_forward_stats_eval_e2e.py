@@ -60,6 +60,26 @@ def test_shipped_toy_answers_heldout_tasks(cli_server: Server) -> None:
             assert out["meta_info"]["dllm_tokens_per_forward"] > 4.0  # 73 tokens in few forwards
 
 
+def test_shipped_toy_answers_multi_answer_and_out_of_format_prompts(cli_server: Server) -> None:
+    """Greedy at the default threshold: `Fruit:`, `Pair:` and `Fruits: N` get valid answers (every pick
+    in the prompt's set, a list of the asked length), and held-out prompts outside the toy's formats
+    (one of each kind: a phrase, text tasks of the wrong width, arithmetic of another digit count, an
+    empty message, plain words, and a chat whose last turn is a phrase) get the one help text."""
+    from sglang_llada.toy.tasks import HELP_KINDS, HELP_TEXT, help_kind, help_split, is_valid, multi_split
+
+    multi = multi_split()
+    examples = [next(e for e in multi if e.task == t) for t in ("fruit", "pair")]
+    # a short list and one longer than a block (the whole split: bench/results/toy_bars.md, 0.958 greedy)
+    examples += [next(e for e in multi if e.prompt == f"Fruits: {n}") for n in (3, 8)]
+    helps = help_split()
+    examples += [next(e for e in helps if not e.history and help_kind(e.prompt) == k) for k in HELP_KINDS]
+    examples.append(next(e for e in helps if e.history))
+    for ex, prompt in zip(examples, render_prompts(examples)):
+        out = generate(cli_server.url, {"text": prompt, "sampling_params": {"max_new_tokens": 128}})
+        assert is_valid(ex, out["text"]), (ex.task, ex.prompt, out["text"])
+    assert sum(e.answer == HELP_TEXT for e in examples) == len(HELP_KINDS) + 1
+
+
 def test_readme_chat_example_answers(cli_server: Server) -> None:
     """README's request (a held-out upper-casing) through the OpenAI chat API."""
     ex = next(e for e in heldout_split() if e.task == "upper")
