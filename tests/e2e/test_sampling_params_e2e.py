@@ -26,7 +26,7 @@ from sglang_llada.toy import TRAINED_TOY_DIR
 
 PROMPT = "Lower: ABC"
 MASK_ID = 260  # the toy's <|mask|>
-X = 120  # "x": a token the greedy output never uses
+CANDIDATES = (120, 113, 122, 106, 107, 118)  # "x", "q", "z", "j", "k", "v": rare letters for the greedy output
 BASE = {"max_new_tokens": 64, "ignore_eos": True, "temperature": 0}
 # llada2_threshold with threshold 0 commits every masked position of a block in its first step
 ALL_AT_ONCE = {"dllm": {"threshold": 0.0}}
@@ -53,7 +53,13 @@ def greedy(server: Server) -> list[int]:
     return ids
 
 
-def test_logit_bias_forces_a_token_and_removes_one(server: Server, greedy: list[int]) -> None:
+@pytest.fixture(scope="module")
+def X(greedy: list[int]) -> int:  # noqa: N802  (a token id, named as the tests use it)
+    """A token the greedy output never uses."""
+    return next(t for t in CANDIDATES if t not in greedy)
+
+
+def test_logit_bias_forces_a_token_and_removes_one(server: Server, greedy: list[int], X: int) -> None:  # noqa: N803
     assert X not in greedy
     assert _ids(server, logit_bias={str(X): 100.0}) == [X] * 64
     # sampling too: the bias is applied before the temperature
@@ -104,7 +110,7 @@ def test_hot_sampling_never_writes_the_mask_token(server: Server) -> None:
 )
 def test_penalties_reduce_repeats(server: Server, greedy: list[int], penalty: dict[str, float]) -> None:
     top, count = Counter(greedy).most_common(1)[0]
-    assert count >= 30  # the unpenalised toy repeats one token heavily
+    assert count >= 16  # the unpenalised toy repeats one token heavily (a quarter of the output or more)
     ids = _ids(server, **penalty)
     assert len(ids) == 64
     assert ids.count(top) < count, (penalty, ids.count(top), count)
@@ -144,7 +150,7 @@ def test_min_p_keeps_every_greedy_draw(server: Server) -> None:
     assert kept_min_p > kept_free
 
 
-def test_batch_rows_do_not_leak_into_each_other(server: Server, greedy: list[int]) -> None:
+def test_batch_rows_do_not_leak_into_each_other(server: Server, greedy: list[int], X: int) -> None:  # noqa: N803
     penalised = _ids(server, presence_penalty=2.0)
     biased = _ids(server, "hello", logit_bias={str(X): 100.0})
     plain = _ids(server, "hello")
@@ -155,7 +161,7 @@ def test_batch_rows_do_not_leak_into_each_other(server: Server, greedy: list[int
     assert [o["output_ids"] for o in out] == [penalised, plain, greedy, biased]
 
 
-def test_synchronous_blocks_decode_the_same(tmp_path_factory, neutral_dir: Path, server: Server) -> None:
+def test_synchronous_blocks_decode_the_same(tmp_path_factory, neutral_dir: Path, server: Server, X: int) -> None:  # noqa: N803
     """`--no-dllm-fdfo`: one batch for all the steps of a block (the counts are built once per
     block); the outputs equal the FDFO server's, parameter for parameter."""
     cases = [{}, {"repetition_penalty": 1.3}, {"frequency_penalty": 0.5}, {"presence_penalty": 2.0},

@@ -175,7 +175,9 @@ def test_stop_strings_and_max_new_tokens_are_exact(server: Server) -> None:
 # aborts and leaks
 # ------------------------------------------------------------------------------------------
 
-LONG = {"max_new_tokens": 3000, "ignore_eos": True}
+# Long enough to be aborted while it runs: threshold 1 commits about one token per forward (the
+# default toy fills a block of its rambling in one forward at 0.95 and finished 3000 tokens first).
+LONG = {"max_new_tokens": 3000, "ignore_eos": True, "custom_params": {"dllm": {"threshold": 1.0}}}
 
 
 def test_aborting_running_and_queued_requests_frees_everything(server: Server) -> None:
