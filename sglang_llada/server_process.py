@@ -95,6 +95,17 @@ BIND_RETRIES = 3
 _BIND_ERROR = "error while attempting to bind on address"
 
 
+def _spawn(cmd: list[str], port: int, workdir: Path, log_path: Path, env_overrides: dict[str, str] | None = None) -> Server:
+    """`cmd` in its own process group (so `stop` takes its children too), output to `log_path`, without
+    PYTHONPATH (so no source tree shadows the installed package)."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env.update(env_overrides or {})
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return Server(url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path)
+
+
 def _launch_once(
     model: Path | None,
     extra_args: list[str],
@@ -112,14 +123,8 @@ def _launch_once(
             sys.executable, "-m", "sglang.launch_server",
             "--model", str(model), "--host", "127.0.0.1", "--port", str(port), *extra_args,
         ]
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    env.update(env_overrides or {})
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-    )
-    server = Server(url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path)
+    server = _spawn(cmd, port, workdir, log_path, env_overrides)
+    proc = server.proc
     deadline = time.time() + STARTUP_TIMEOUT_S
     while time.time() < deadline:
         if _BIND_ERROR in server.log():
@@ -151,11 +156,8 @@ def launch_gateway(worker_urls: list[str], workdir: Path, log_path: Path, *, pol
         "--host", "127.0.0.1", "--port", str(port), "--prometheus-port", str(metrics_port),
         "--worker-urls", *worker_urls, "--policy", policy,
     ]
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    gateway = Server(url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path)
+    gateway = _spawn(cmd, port, workdir, log_path)
+    proc = gateway.proc
     deadline = time.time() + 120.0
     while time.time() < deadline:
         if proc.poll() is not None:
