@@ -51,6 +51,7 @@ when `register()` is called. `CLASS_PATHS` lets a caller resolve a name without 
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -93,7 +94,7 @@ class HeldBlock:
     """An editing decoder's block accepted before the forward that would check it final
     (algorithms/folded_check.py): its step state and current tokens, on the device, checked by the
     request's next forwards (folded beside its next block). The scheduler keeps it on the request
-    (scheduler/folded_store.py `PendingBlock`)."""
+    (output/held_blocks.py `PendingBlock`)."""
 
     state: Any  # base.RowState of a one-row `Rows`: the block's step state (budgets, logprobs, trajectory)
     tokens: Any  # [S] int64 device: the block as it stands now
@@ -145,15 +146,50 @@ CLASS_PATHS: dict[str, str] = {
 }
 
 
+# Decoders of other installed packages: an entry point in this group, `name = "module:Class"`, the
+# class a `LladaAlgorithm` subclass whose NAME is `name` (docs/examples/one_file_decoder/). They are
+# served, checked and refused exactly as ours are; README's tables list ours only.
+DECODER_GROUP = "sglang_llada.decoders"
+
+
+@functools.cache
+def decoder_paths() -> dict[str, str]:
+    """Every decoder name this install serves -> "module:Class": ours (CLASS_PATHS), then the entry
+    points of DECODER_GROUP (a name of ours cannot be taken: RuntimeError naming the package)."""
+    from importlib.metadata import entry_points
+
+    paths = dict(CLASS_PATHS)
+    for ep in entry_points(group=DECODER_GROUP):
+        owner = ep.dist.name if ep.dist is not None else "an installed package"
+        if ep.name in paths:
+            raise RuntimeError(
+                f"{owner} declares the decoder {ep.name!r} ({DECODER_GROUP} entry point), a name sglang-llada "
+                f"already serves: rename it"
+            )
+        paths[ep.name] = ep.value
+    return paths
+
+
 def algorithm_class(name: str) -> Any:
-    """The class registered under `name` (imports its module)."""
-    module, cls = CLASS_PATHS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    """The class served under `name` (imports its module); a RuntimeError when a package's entry
+    point names something that is not a decoder called `name`."""
+    module, attr = decoder_paths()[name].split(":")
+    cls = getattr(importlib.import_module(module), attr)
+    if name not in CLASS_PATHS:
+        from sglang_llada.algorithms.base import LladaAlgorithm
+
+        if not (isinstance(cls, type) and issubclass(cls, LladaAlgorithm)) or cls.NAME != name:
+            raise RuntimeError(
+                f"the {DECODER_GROUP} entry point {name!r} = {decoder_paths()[name]!r} must name a "
+                f"sglang_llada LladaAlgorithm subclass with NAME = {name!r}"
+            )
+    return cls
 
 
 def register() -> None:
-    """Adds our algorithms to SGLang's `algo_name_to_cls` (idempotent; call it in every process)."""
+    """Adds every decoder (ours and the entry points') to SGLang's `algo_name_to_cls` (idempotent;
+    call it in every process)."""
     from sglang.srt.dllm.algorithm import algo_name_to_cls
 
-    for name in CLASS_PATHS:
+    for name in decoder_paths():
         algo_name_to_cls[name] = algorithm_class(name)

@@ -83,7 +83,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar, List, Mapping, Optional, Sequence
 
 import torch
@@ -113,6 +115,7 @@ logger = logging.getLogger(__name__)
 
 NEG_INF = float("-inf")
 INT32_MAX = (1 << 31) - 1
+FP32_MAX = float(torch.finfo(torch.float32).max)
 
 
 @dataclass
@@ -189,6 +192,18 @@ def control_token_ids(config: DllmConfig) -> tuple[int, ...]:
     return tuple(
         sorted({i for i in ids if isinstance(i, int) and not isinstance(i, bool) and i >= 0 and i != config.mask_id})
     )
+
+
+@dataclass(frozen=True)
+class StepKnobs:
+    """What a step's commit rule reads of the knobs: every numeric knob of the algorithm as one [B]
+    device tensor (fp32, int32 for integer knobs), each row resolved once -- request keys > the
+    request's `mode` preset > the server's values -- and read-only (`LladaAlgorithm.step_knobs`)."""
+
+    values: Mapping[str, Tensor]
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.values[name]
 
 
 @dataclass
@@ -281,9 +296,9 @@ class LladaAlgorithm(DllmAlgorithm):
     @classmethod
     def constraint_refusal(cls) -> str:
         """The 400 for `regex` / `json_schema` sent to an algorithm that cannot honour them."""
-        from sglang_llada.algorithms import CLASS_PATHS, algorithm_class
+        from sglang_llada.algorithms import algorithm_class, decoder_paths
 
-        able = [name for name in CLASS_PATHS if algorithm_class(name).CONSTRAINS]
+        able = [name for name in decoder_paths() if algorithm_class(name).CONSTRAINS]
         return (
             f"constrained output (regex / json_schema, custom_params.{CONSTRAINT_KEY}) is decoded by the "
             f"mask-to-token algorithms ({', '.join(able)}); this server decodes with {cls.NAME}, "
@@ -358,6 +373,16 @@ class LladaAlgorithm(DllmAlgorithm):
             k.name: dev[i].to(torch.int32 if k.kind is int else torch.float32) for i, k in enumerate(knobs)
         }
 
+    def step_knobs(self, forward_batch: Any) -> StepKnobs:
+        """The batch's knobs for a commit rule: the rows' own (`row_knobs`) where some row sets any,
+        the server's values (`block_vector`, a device fill) for every other knob and on the fast path."""
+        rows = self.row_knobs(forward_batch)
+        numeric = [k.name for k in self.KNOBS if k.kind is not str]
+        return StepKnobs(MappingProxyType({
+            name: rows[name] if rows is not None and name in rows else self.knob_vector(forward_batch, None, name)
+            for name in numeric
+        }))
+
     def knob_vector(self, forward_batch: Any, rows: Optional[Mapping[str, Tensor]], name: str) -> Tensor:
         """[B]: the rows' values of knob `name`, or the server's (`block_vector`) on the fast path."""
         if rows is not None:
@@ -365,7 +390,9 @@ class LladaAlgorithm(DllmAlgorithm):
         value = self.knobs[name]
         if isinstance(value, int):  # int32 on the device: larger budgets / counts mean "all" anyway
             return self.block_vector(forward_batch, min(value, INT32_MAX), torch.int32)
-        return self.block_vector(forward_batch, float(value), torch.float32)
+        # fp32 as the row path (`_row_tensors`) converts: a value past fp32's range is +-inf
+        v = float(value)
+        return self.block_vector(forward_batch, v if abs(v) <= FP32_MAX else math.copysign(math.inf, v), torch.float32)
 
     def adjusted(self, forward_batch: Any, logits: Tensor, live: Tensor) -> Tensor:
         """The step's logits with the requests' `logit_bias` and repetition / frequency / presence

@@ -212,12 +212,8 @@ class EditAlgorithm(FoldedCheck, LladaAlgorithm):
         ids = forward_batch.input_ids.view(b, s)  # shares storage: writes go to input_ids
         masked = (ids == self.mask_id) & ~rows.prompt  # [B, S]
         n_masked = masked.sum(dim=1)  # [B]
-        knobs = self.row_knobs(forward_batch)  # None: every row decodes by the server's knobs
-        if knobs is None:
-            edit_threshold: Any = self.edit_threshold
-            max_edit_steps: Any = self.max_edit_steps
-        else:
-            edit_threshold, max_edit_steps = knobs["edit_threshold"][:, None], knobs["max_edit_steps"]
+        knobs = self.step_knobs(forward_batch)  # [B] each: every row's own values
+        edit_threshold, max_edit_steps = knobs["edit_threshold"][:, None], knobs["max_edit_steps"]
         eligible = self._advance_budget(rows, n_masked, max_edit_steps)  # [B]
         live = ~rows.prompt & eligible[:, None]  # [B, S]: positions scored this step
 
@@ -233,7 +229,7 @@ class EditAlgorithm(FoldedCheck, LladaAlgorithm):
             token,
             prob,
             m2t,
-            self.knob_vector(forward_batch, knobs, "threshold"),
+            knobs["threshold"],
             self.block_vector(forward_batch, 1, torch.int32),
             s,
         )

@@ -48,11 +48,11 @@ the mask id itself, which LowConfidence allows too, would repeat a salt).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, List, Optional, Sequence, Union
+from typing import Any, ClassVar, List, Sequence, Union
 
 import torch
 
-from sglang_llada.algorithms.base import LladaAlgorithm
+from sglang_llada.algorithms.base import LladaAlgorithm, StepKnobs
 from sglang_llada.algorithms.knobs import FOLD_STORE, Knob
 from sglang_llada.constrained.block import admit_commits, constrain_logits
 from sglang_llada.kernels.select_commit import select_commit
@@ -63,7 +63,12 @@ NEVER = float("inf")  # a threshold no probability reaches: select_commit falls 
 
 
 class UnmaskAlgorithm(LladaAlgorithm):
-    """One mask-to-token step; subclasses choose the per-block threshold [B] and count k [B]."""
+    """One mask-to-token step; a subclass is its commit rule (`rule`) and its knobs.
+
+    A new mask-to-token decoder is one small class (docs/examples/one_file_decoder/): NAME, SUMMARY,
+    KNOBS / REQUEST_KNOBS and `rule`. Everything else -- knob parsing and per-request resolution,
+    logit adjustments, constraints, sampling, logprobs and trajectory, the done flags, folding --
+    is this step's and base.py's."""
 
     CONSTRAINS: ClassVar[bool] = True
 
@@ -79,7 +84,11 @@ class UnmaskAlgorithm(LladaAlgorithm):
             ids_before = forward_batch.input_ids.view(b, s).tolist()  # host read, constrained batches only
             logits = constrain_logits(logits, ids_before, cons.rows, self.mask_id)
         token, prob = self.scored(logits, masked, **self.sampling(forward_batch, n_masked))
-        threshold, k = self.rule(forward_batch, prob.view(b, s), masked.view(b, s), self.row_knobs(forward_batch))
+        threshold, k = self.rule(prob.view(b, s), masked.view(b, s), self.step_knobs(forward_batch))
+        if not isinstance(threshold, Tensor):
+            threshold = self.block_vector(forward_batch, float(threshold), torch.float32)
+        if not isinstance(k, Tensor):
+            k = self.block_vector(forward_batch, int(k), torch.int32)
         committed, _, written = select_commit(forward_batch.input_ids, token, prob, masked, threshold, k, s)
         if cons is not None:  # commits that are each allowed may not be together: admit them in turn
             committed = admit_commits(forward_batch.input_ids, committed, prob, ids_before, cons.rows, self.mask_id)
@@ -87,11 +96,11 @@ class UnmaskAlgorithm(LladaAlgorithm):
         self.record_logprobs(rows, committed, prob)
         return self.fold_done(done, written)
 
-    def rule(
-        self, forward_batch: Any, prob: Tensor, masked: Tensor, rows: Optional[dict[str, Tensor]]
-    ) -> tuple[Tensor, Tensor]:
-        """prob [B, S] fp32 (-inf where not masked), masked [B, S], the rows' knobs (`row_knobs`, None:
-        the server's) -> threshold [B] fp32, k [B] int32."""
+    def rule(self, prob: Tensor, masked: Tensor, knobs: StepKnobs) -> tuple[Union[Tensor, float], Union[Tensor, int]]:
+        """The commit rule, pure: prob [B, S] fp32 (-inf where not masked), masked [B, S] bool, and
+        the rows' knobs ([B] each, every row resolved) -> threshold ([B] fp32 or one float) and
+        k ([B] int32 or one int): `select_commit` commits the masked positions with prob >=
+        threshold, or, where none passes, the k most confident."""
         raise NotImplementedError
 
 
@@ -103,10 +112,8 @@ class ThresholdAlgorithm(UnmaskAlgorithm):
     REQUEST_KNOBS: ClassVar[Sequence[Knob]] = (Knob("threshold", 0.95, float, 0.0, 1.0),)
     KNOBS: ClassVar[Sequence[Knob]] = (*REQUEST_KNOBS, FOLD_STORE)
 
-    def rule(
-        self, forward_batch: Any, prob: Tensor, masked: Tensor, rows: Optional[dict[str, Tensor]]
-    ) -> tuple[Tensor, Tensor]:
-        return self.knob_vector(forward_batch, rows, "threshold"), self.block_vector(forward_batch, 1, torch.int32)
+    def rule(self, prob: Tensor, masked: Tensor, knobs: StepKnobs) -> tuple[Union[Tensor, float], Union[Tensor, int]]:
+        return knobs["threshold"], 1
 
 
 class StaticAlgorithm(UnmaskAlgorithm):
@@ -117,13 +124,8 @@ class StaticAlgorithm(UnmaskAlgorithm):
     REQUEST_KNOBS: ClassVar[Sequence[Knob]] = (Knob("tokens_per_step", 2, int, 1, None),)
     KNOBS: ClassVar[Sequence[Knob]] = (*REQUEST_KNOBS, FOLD_STORE)
 
-    def rule(
-        self, forward_batch: Any, prob: Tensor, masked: Tensor, rows: Optional[dict[str, Tensor]]
-    ) -> tuple[Tensor, Tensor]:
-        return (
-            self.block_vector(forward_batch, NEVER, torch.float32),
-            self.knob_vector(forward_batch, rows, "tokens_per_step"),
-        )
+    def rule(self, prob: Tensor, masked: Tensor, knobs: StepKnobs) -> tuple[Union[Tensor, float], Union[Tensor, int]]:
+        return NEVER, knobs["tokens_per_step"]
 
 
 def factor_count(prob: Tensor, masked: Tensor, factor: Union[float, Tensor]) -> Tensor:
@@ -153,9 +155,5 @@ class FactorAlgorithm(UnmaskAlgorithm):
     REQUEST_KNOBS: ClassVar[Sequence[Knob]] = (Knob("factor", 1.0, float, 0.0, None, low_open=True),)
     KNOBS: ClassVar[Sequence[Knob]] = (*REQUEST_KNOBS, FOLD_STORE)
 
-    def rule(
-        self, forward_batch: Any, prob: Tensor, masked: Tensor, rows: Optional[dict[str, Tensor]]
-    ) -> tuple[Tensor, Tensor]:
-        factor = float(self.knobs["factor"]) if rows is None else rows["factor"]
-        k = factor_count(prob, masked, factor)
-        return self.block_vector(forward_batch, NEVER, torch.float32), k
+    def rule(self, prob: Tensor, masked: Tensor, knobs: StepKnobs) -> tuple[Union[Tensor, float], Union[Tensor, int]]:
+        return NEVER, factor_count(prob, masked, knobs["factor"])

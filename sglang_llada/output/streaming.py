@@ -11,7 +11,7 @@ prompt block), and a finished or aborted request is always sent.
 
 A block an editing decoder accepted before its final check (fold_store, algorithms/folded_check.py)
 is held back: its tokens are in the request's output_ids but may still change, so for the length of
-the call the streamer sees the output without them (`held_from`, scheduler/folded_store.py); they
+the call the streamer sees the output without them (`held_from`, output/held_blocks.py); they
 go out with the chunk after their check settled them.
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
-from sglang_llada.scheduler.folded_store import held_from
+from sglang_llada.output.held_blocks import held_from
 
 if TYPE_CHECKING:
     from sglang.srt.managers.schedule_batch import Req

@@ -30,14 +30,14 @@ def get_algorithm_cls_around(original: Callable[..., Any], name: str, *args: Any
     """AROUND `sglang.srt.dllm.algorithm.get_algorithm_cls`, SGLang's only algorithm lookup (server
     argument resolution, DllmConfig, request validation): our names resolve to our classes; an
     unknown name gets an error that lists every available one."""
-    from sglang_llada.algorithms import CLASS_PATHS, algorithm_class
+    from sglang_llada.algorithms import algorithm_class, decoder_paths
 
-    if name in CLASS_PATHS:
+    if name in decoder_paths():
         return algorithm_class(name)
     try:
         return original(name, *args, **kwargs)
     except RuntimeError as exc:
         from sglang.srt.dllm.algorithm import algo_name_to_cls
 
-        known = ", ".join([*CLASS_PATHS, *sorted(algo_name_to_cls)])
+        known = ", ".join([*decoder_paths(), *sorted(algo_name_to_cls)])
         raise RuntimeError(f"Unknown diffusion LLM algorithm {name!r} (--dllm-algorithm); available: {known}") from exc

@@ -76,7 +76,7 @@ def constraint_onto_request(obj: GenerateReqInput, algorithm: str) -> None:
         return
     if len(present) > 1:
         raise ValueError(f"set only one of {', '.join('`' + n + '`' for n in present)}")
-    from sglang_llada.algorithms import CLASS_PATHS, algorithm_class
+    from sglang_llada.algorithms import algorithm_class, decoder_paths
     from sglang_llada.constrained.request import (
         CONSTRAINT_KEY,
         check_regex,
@@ -84,7 +84,7 @@ def constraint_onto_request(obj: GenerateReqInput, algorithm: str) -> None:
         regex_from_structural_tag,
     )
 
-    if algorithm not in CLASS_PATHS:
+    if algorithm not in decoder_paths():
         raise ValueError(
             f"`{present[0]}` under diffusion decoding needs one of sglang-llada's mask-to-token "
             f"algorithms (--dllm-algorithm llada2_threshold); this server decodes with {algorithm}"
@@ -150,14 +150,14 @@ def request_knobs_error(obj: GenerateReqInput, algorithm: str) -> Optional[str]:
     if not isinstance(custom, dict) or REQUEST_KEY not in custom:
         return None
     dllm = request_knobs_of(custom)
-    from sglang_llada.algorithms import CLASS_PATHS, algorithm_class
+    from sglang_llada.algorithms import algorithm_class, decoder_paths
 
-    if algorithm not in CLASS_PATHS:
+    if algorithm not in decoder_paths():
         if dllm is None or dllm == {}:
             return None
         return (
             f"custom_params.{REQUEST_KEY}: per-request decoding knobs need one of sglang-llada's algorithms "
-            f"(--dllm-algorithm {', '.join(CLASS_PATHS)}); this server decodes with {algorithm}"
+            f"(--dllm-algorithm {', '.join(decoder_paths())}); this server decodes with {algorithm}"
         )
     try:
         algorithm_class(algorithm).check_request_knobs(dllm)
@@ -179,14 +179,14 @@ def trace_error(obj: GenerateReqInput, algorithm: Optional[str]) -> Optional[str
         return f"custom_params.{TRACE_KEY} must be true or false, got {value!r}"
     if not value:
         return None
-    from sglang_llada.algorithms import CLASS_PATHS
+    from sglang_llada.algorithms import decoder_paths
 
     if algorithm is None:
         return f"custom_params.{TRACE_KEY}: the decoding trajectory exists only on a diffusion server (LLaDA2); drop it"
-    if algorithm not in CLASS_PATHS:
+    if algorithm not in decoder_paths():
         return (
             f"custom_params.{TRACE_KEY} needs one of sglang-llada's algorithms (--dllm-algorithm "
-            f"{', '.join(CLASS_PATHS)}); this server decodes with {algorithm}"
+            f"{', '.join(decoder_paths())}); this server decodes with {algorithm}"
         )
     return None
 
@@ -241,9 +241,9 @@ def validate_one_request_after(result: None, manager: TokenizerManager, obj: Gen
 def algorithm_request_error(obj: GenerateReqInput, algorithm: str) -> Optional[str]:
     """What the server's algorithm itself refuses in the request's sampling params (its class's
     `request_error`, e.g. sampling under llada2_exact), or None."""
-    from sglang_llada.algorithms import CLASS_PATHS, algorithm_class
+    from sglang_llada.algorithms import algorithm_class, decoder_paths
 
-    if algorithm not in CLASS_PATHS:
+    if algorithm not in decoder_paths():
         return None
     params = obj.sampling_params if isinstance(obj.sampling_params, dict) else {}
     return algorithm_class(algorithm).request_error(params)

@@ -423,6 +423,17 @@ MULTI_GENERATORS: dict[str, Callable[[random.Random], Example]] = {
     "fruit": _fruit, "pair": _pair, "fruits": fruits_example,
 }
 
+
+def sibling(ex: Example, rng: random.Random) -> Example | None:
+    """Another valid answer to a multi-answer prompt (a `Fruits: N` list of the same length), or
+    None for a task with one answer. The 2.1 toy's token-to-token stream writes some corrupted
+    positions from it: a draft whose positions come from different answers ("red lemon" from "red
+    apple" / "yellow lemon") is the parallel-decoding error that editing repairs."""
+    if ex.task == "fruits":
+        return fruits_example(rng, len(ex.answer.split(", ")))
+    gen = MULTI_GENERATORS.get(ex.task)
+    return None if gen is None else gen(rng)
+
 # Out-of-format prompts: the help reply's training and held-out phrases are disjoint lists; the
 # generated kinds (text tasks of the wrong width, arithmetic of the wrong digit count) draw from
 # seeds, and the training stream rejects every held-out prompt.

@@ -50,7 +50,15 @@ import torch.nn.functional as F
 from sglang_llada.toy.checkpoint import build_config, write_checkpoint
 from sglang_llada.toy.config import AR_TWIN_ARCH, AR_TWIN_CONFIG_CODE, TRAINED_TOY_ARCH
 from sglang_llada.toy.edit_labels import edit_labels, indel_draft
-from sglang_llada.toy.tasks import FAMILIES, GENERATORS, Example, general_train_batches, multi_train_batches, train_batches
+from sglang_llada.toy.tasks import (
+    FAMILIES,
+    GENERATORS,
+    Example,
+    general_train_batches,
+    multi_train_batches,
+    sibling,
+    train_batches,
+)
 from sglang_llada.toy.tokenizer import load_tokenizer, vocab_size
 
 BLOCK = 32
@@ -89,6 +97,9 @@ class TrainConfig:
     # (diffusion_batch `indel`, the largest edit rate) on half of the answer blocks.
     generation: str = "2.0"
     indel: float = 0.3
+    # With t2t: the share of corrupted positions of a multi-answer example written from another
+    # valid answer at the same position (tasks.sibling) instead of a random token of its class.
+    t2t_mix: float = 0.0
 
 
 class Encoder:
@@ -143,6 +154,7 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
 def diffusion_batch(
     samples: list[tuple[list[int], list[int]]], enc: Encoder, g: torch.Generator, *, t2t: float = 0.0,
     indel: float = 0.0, control: tuple[int, int] | None = None,
+    siblings: list[list[int] | None] | None = None, mix: float = 0.0,
 ) -> Batch:
     """Block-diffusion rows (module docstring). With `t2t` > 0, LLaDA2.1's second stream: in each
     answer block, each position left unmasked is also replaced with probability c ~ U(0, t2t) by
@@ -161,11 +173,17 @@ def diffusion_batch(
     for any of several target tokens (it depends on edits the model cannot see), so a model
     trained on drafts alone never grows confident on plain masks (a first 2.2 run decoded one
     token per forward at threshold 0.95). `t2t` applies to those plain blocks too (a 2.2 run
-    without it learned to rewrite a correct `d`: docs/probes/edit_probe/edit_toys_22_unshipped_probe.txt)."""
+    without it learned to rewrite a correct `d`: docs/probes/edit_probe/edit_toys_22_unshipped_probe.txt).
+
+    `siblings[r]` (answer ids of another valid answer to row r's prompt, or None) with `mix` > 0:
+    a corrupted position takes, with probability `mix`, the sibling's token at the same answer
+    offset (its end-of-text past its end) where that differs from the true one: drafts mixed from
+    two answers, the parallel-decoding error of multi-answer prompts."""
     rng = random.Random(int(torch.randint(1 << 30, (), generator=g))) if indel > 0.0 else None
     ids_rows, pos_rows, tgt_rows, w_rows, kinds = [], [], [], [], []
     n_answer = 0
-    for prompt, answer in samples:
+    for r_i, (prompt, answer) in enumerate(samples):
+        sib = siblings[r_i] if siblings is not None else None
         P = len(prompt)
         N = -(-(P + len(answer)) // BLOCK) * BLOCK
         full = prompt + answer + [enc.eos] * (N - P - len(answer))  # EOS-padded to block end
@@ -202,6 +220,11 @@ def diffusion_batch(
                     j = lo + i - b0 * BLOCK
                     targets[j], weights[j] = noisy[j], 1.0
                     if float(torch.rand((), generator=g)) < c:
+                        off = b0 * BLOCK + j - P  # answer offset of position j
+                        alt = (sib[off] if off < len(sib) else enc.eos) if sib is not None else None
+                        if alt is not None and alt != noisy[j] and float(torch.rand((), generator=g)) < mix:
+                            noisy[j] = alt
+                            continue
                         pool = enc.confusable.get(noisy[j], enc.answer_alphabet)
                         noisy[j] = pool[int(torch.randint(len(pool), (), generator=g))]
         n_answer += N - P
@@ -281,13 +304,12 @@ def batch_sizes(enc: Encoder, cfg: TrainConfig) -> dict[str, int]:
     return sizes
 
 
-def fixed_batches(enc: Encoder, cfg: TrainConfig) -> Iterator[list[tuple[list[int], list[int]]]]:
+def fixed_batches(enc: Encoder, cfg: TrainConfig) -> Iterator[list[Example]]:
     """Endless one-family batches of the fixed-width suite (sizes from `batch_sizes`)."""
-    for batch in train_batches(cfg.seed, batch_sizes(enc, cfg), with_json=cfg.recipe == "fixed-json"):
-        yield [(enc.prompt_ids(e), enc.answer_ids(e)) for e in batch]
+    yield from train_batches(cfg.seed, batch_sizes(enc, cfg), with_json=cfg.recipe == "fixed-json")
 
 
-def general_batches(enc: Encoder, cfg: TrainConfig) -> Iterator[list[tuple[list[int], list[int]]]]:
+def general_batches(enc: Encoder, cfg: TrainConfig) -> Iterator[list[Example]]:
     """Endless batches of the general or the multi recipe (tasks.general_train_batches /
     multi_train_batches), cfg.batch_tokens padded diffusion-row tokens each (sized by the diffusion
     row for both objectives)."""
@@ -299,8 +321,7 @@ def general_batches(enc: Encoder, cfg: TrainConfig) -> Iterator[list[tuple[list[
         batches = multi_train_batches(cfg.seed, row_tokens, cfg.batch_tokens, cfg.recipe)
     else:
         batches = general_train_batches(cfg.seed, row_tokens, cfg.batch_tokens)
-    for batch in batches:
-        yield [(enc.prompt_ids(e), enc.answer_ids(e)) for e in batch]
+    yield from batches
 
 
 def arch_config(objective: str, generation: str = "2.0") -> dict[str, Any]:
@@ -363,15 +384,22 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True, save_every:
     t0 = time.time()
     bar = tqdm(range(cfg.steps), desc=f"train {cfg.objective}", disable=not progress, file=sys.stderr)
     batches = general_batches(enc, cfg) if cfg.recipe in ("general", "multi", "multi2") else fixed_batches(enc, cfg)
+    # Siblings draw from a stream of their own, so a run without t2t_mix sees the data it always did.
+    sib_rng = random.Random(cfg.seed + 2)
     for step in bar:
-        samples = next(batches)
+        examples = next(batches)
+        samples = [(enc.prompt_ids(e), enc.answer_ids(e)) for e in examples]
         diffusion = cfg.objective == "diffusion" and step >= cfg.ar_steps
+        siblings: list[list[int] | None] | None = None
+        if diffusion and cfg.t2t_mix > 0.0:
+            siblings = [None if (s := sibling(e, sib_rng)) is None else enc.answer_ids(s) for e in examples]
         if not diffusion:
             batch = ar_batch(samples, enc)
         elif control is not None:
-            batch = diffusion_batch(samples, enc, g, t2t=cfg.t2t, indel=cfg.indel, control=control)
+            batch = diffusion_batch(samples, enc, g, t2t=cfg.t2t, indel=cfg.indel, control=control,
+                                    siblings=siblings, mix=cfg.t2t_mix)
         else:
-            batch = diffusion_batch(samples, enc, g, t2t=cfg.t2t)
+            batch = diffusion_batch(samples, enc, g, t2t=cfg.t2t, siblings=siblings, mix=cfg.t2t_mix)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         losses.append(optimizer_step(model, opt, batch, cfg))
@@ -415,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", choices=("fixed", "fixed-json", "general", "multi", "multi2"), default=d.recipe, help="training data (tasks.py)")
     p.add_argument("--init", default=None, help="start from this checkpoint directory's weights")
     p.add_argument("--t2t", type=float, default=d.t2t, help="LLaDA2.1 token-to-token stream: max corruption rate (2.2: on the plain blocks)")
+    p.add_argument("--t2t-mix", type=float, default=d.t2t_mix,
+                   help="with --t2t: share of corrupted multi-answer positions taken from another valid answer")
     p.add_argument("--save-every", type=int, default=0, help="also write OUT/step-N every N steps")
     p.add_argument("--generation", choices=("2.0", "2.2"), default=d.generation,
                    help="2.2: block routing, DELETE / SPLIT and the Levenshtein stream (--indel)")
@@ -424,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         objective=a.objective, seed=a.seed, steps=a.steps, ar_steps=a.ar_steps,
         batch_size=a.batch_size, batch_tokens=a.batch_tokens, lr=a.lr, threads=a.threads,
         recipe=a.recipe, init=a.init, t2t=a.t2t, generation=a.generation, indel=a.indel,
+        t2t_mix=a.t2t_mix,
     )
     summary = train(cfg, Path(a.out), save_every=a.save_every)
     print(json.dumps(summary, indent=2))

@@ -38,9 +38,10 @@ from sglang_llada.algorithms.levenshtein import LevenshteinAlgorithm
 from sglang_llada.models.folded_blocks import FoldedBlocks
 from sglang_llada.output.batch_result import process_batch_result_before
 from sglang_llada.output.forward_stats import ForwardCounts, run_around
+from sglang_llada.output.held_blocks import PendingBlock, StaleBlock
 from sglang_llada.output.streaming import stream_output_around
 from sglang_llada.output.trace import COMMITTED, REWRITTEN
-from sglang_llada.scheduler.folded_store import PendingBlock, StaleBlock, plan_fold
+from sglang_llada.scheduler.folded_store import plan_fold
 from sglang_llada.state import discard, peek
 
 S = 32

@@ -18,7 +18,8 @@ from sglang_llada.algorithms import FoldPlan, ForwardRecord
 from sglang_llada.algorithms.unmask import StaticAlgorithm, ThresholdAlgorithm
 from sglang_llada.kernels.block_causal_attention import block_causal_attention, block_causal_attention_reference
 from sglang_llada.models.folded_blocks import folded_blocks
-from sglang_llada.scheduler.folded_store import StaleBlock, checkpoint_around, mark_stale, plan_fold
+from sglang_llada.output.held_blocks import StaleBlock, mark_stale
+from sglang_llada.scheduler.folded_store import checkpoint_around, plan_fold
 from sglang_llada.startup.dllm_config import check_fold_tree
 from sglang_llada.state import attach, peek, record
 
