@@ -12,6 +12,12 @@ request i seeded i:
   (`Fruit:`, `Pair:`, `Fruits: N`; scored by validity); then the multi-answer split at a low mask
   threshold (0.5) and at 4 tokens per step (`llada2_static`): where several answers are valid,
   tokens committed in one forward can come from different answers.
+* 2.1 toy (LLaDA2.1's token-to-token stream, drafts mixed from two valid answers): its default
+  (`llada2_edit` Q) on the same splits; on the multi-answer split S mode (mask threshold 0.5 plus
+  edits, the final check folded into the next block) against `llada2_threshold` at S's and Q's mask
+  thresholds (the same weights, no edits).
+* 2.2 toy (block routing, Levenshtein edit labels): its default (`llada2_levenshtein` Q) against
+  `llada2_threshold` at Q's mask threshold (no edits).
 * AR twin (SGLang's in-tree Bailing MoE V2, `--trust-remote-code`), trained on the same data with
   the same budget: the same splits at its only decoding (one token per forward).
 """
@@ -32,13 +38,29 @@ from _deps import require
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLED_T = 1.0
 
+# the rows the bars compare (`bars`)
+DEFAULT_20 = "default (llada2_threshold 0.95)"
+S_MODE = "llada2_edit S (threshold 0.5, edits, folded check)"
+S_OFF = "llada2_threshold 0.5 (S's mask threshold, no edits)"
+Q_OFF = "llada2_threshold 0.7 (Q's mask threshold, no edits)"
+LEV_Q = "default (llada2_levenshtein Q, folded check)"
+LEV_OFF = "llada2_threshold 0.7 (Q's mask threshold, no edits)"
+
 # (toy, label, algorithm or None (the checkpoint's default), YAML knobs, [(split, temperature)])
 SERVERS: tuple[tuple[str, str, str | None, str, tuple[tuple[str, float], ...]], ...] = (
-    ("2.0", "default (llada2_threshold 0.95)", None, "",
+    ("2.0", DEFAULT_20, None, "",
      (("heldout", 0.0), ("json", 0.0), ("help", 0.0), ("multi", 0.0), ("multi", SAMPLED_T))),
     ("2.0", "llada2_threshold 0.5", "llada2_threshold", "threshold: 0.5\n", (("multi", 0.0), ("multi", SAMPLED_T))),
     ("2.0", "llada2_static 4 tokens per step", "llada2_static", "tokens_per_step: 4\n",
      (("multi", 0.0), ("multi", SAMPLED_T))),
+    ("2.1", "default (llada2_edit Q)", None, "",
+     (("heldout", 0.0), ("json", 0.0), ("help", 0.0), ("multi", 0.0), ("multi", SAMPLED_T))),
+    ("2.1", S_MODE, "llada2_edit", "mode: S\n", (("multi", 0.0), ("multi", SAMPLED_T))),
+    ("2.1", S_OFF, "llada2_threshold", "threshold: 0.5\n", (("multi", 0.0), ("multi", SAMPLED_T))),
+    ("2.1", Q_OFF, "llada2_threshold", "threshold: 0.7\n", (("multi", 0.0), ("multi", SAMPLED_T))),
+    ("2.2", LEV_Q, None, "",
+     (("heldout", 0.0), ("json", 0.0), ("help", 0.0), ("multi", 0.0), ("multi", SAMPLED_T))),
+    ("2.2", LEV_OFF, "llada2_threshold", "threshold: 0.7\n", (("multi", 0.0), ("multi", SAMPLED_T))),
     ("ar", "autoregressive (one token per forward)", None, "",
      (("heldout", 0.0), ("json", 0.0), ("help", 0.0), ("multi", 0.0), ("multi", SAMPLED_T))),
 )
@@ -73,6 +95,35 @@ def run_server(toy: str, model: Path, server: tuple, args: argparse.Namespace, w
     return rows
 
 
+def bars(rows: list[dict[str, Any]]) -> list[str]:
+    """The issue's 2.1 / 2.2 bars, from the rows this run measured (each line says which rows)."""
+
+    def row(toy: str, label: str, t: float) -> dict[str, Any] | None:
+        return next((r for r in rows if r["toy"] == toy and r["label"] == label and r["split"] == "multi"
+                     and r["temperature"] == t), None)
+
+    out = []
+    for t in (0.0, SAMPLED_T):
+        how = "greedy" if t == 0.0 else f"T={t:g}"
+        base, s_on, s_off = row("2.0", DEFAULT_20, t), row("2.1", S_MODE, t), row("2.1", S_OFF, t)
+        if base and s_on:
+            gap, ratio = s_on["accuracy"] - base["accuracy"], (s_on["tpf"] or 0) / (base["tpf"] or 1)
+            out.append(f"- 2.1 S mode vs 2.0 default, multi {how}: validity {s_on['accuracy']:.3f} vs "
+                       f"{base['accuracy']:.3f} ({100 * gap:+.1f} points; bar: within 2), TPF {s_on['tpf']:.2f} vs "
+                       f"{base['tpf']:.2f} ({ratio:.2f}x; bar: >= 1.3x): "
+                       + ("met" if gap >= -0.02 and ratio >= 1.3 else "NOT met"))
+        if s_on and s_off:
+            d = s_on["accuracy"] - s_off["accuracy"]
+            out.append(f"- 2.1 editing on vs off at mask threshold 0.5, multi {how}: {s_on['accuracy']:.3f} vs "
+                       f"{s_off['accuracy']:.3f} ({100 * d:+.1f} points; bar: >= +5): " + ("met" if d >= 0.05 else "NOT met"))
+        lev, off = row("2.2", LEV_Q, t), row("2.2", LEV_OFF, t)
+        if lev and off:
+            d = lev["accuracy"] - off["accuracy"]
+            out.append(f"- 2.2 Levenshtein vs no edits at mask threshold 0.7, multi {how}: {lev['accuracy']:.3f} vs "
+                       f"{off['accuracy']:.3f} ({100 * d:+.1f} points; bar: >= +5): " + ("met" if d >= 0.05 else "NOT met"))
+    return out
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -95,18 +146,18 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sglang_llada.toy import AR_TWIN_DIR, TRAINED_TOY_DIR
+    from sglang_llada.toy import AR_TWIN_DIR, TOY_DIRS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--max-running-requests", type=int, default=16)
     p.add_argument("--toy", action="append", default=[], metavar="TOY=DIR",
-                   help="use DIR for toy TOY (2.0 or ar; default: the shipped one)")
-    p.add_argument("--only", default="2.0,ar", help="comma-separated toys whose rows to run")
+                   help="use DIR for toy TOY (2.0, 2.1, 2.2 or ar; default: the shipped one)")
+    p.add_argument("--only", default="2.0,2.1,2.2,ar", help="comma-separated toys whose rows to run")
     p.add_argument("--out", type=Path, default=RESULTS / "toy_bars")
     args = p.parse_args(argv)
     require()  # the plot at the end needs matplotlib: fail now, not after the run
-    dirs = {"2.0": TRAINED_TOY_DIR, "ar": AR_TWIN_DIR, **{k: Path(v) for k, v in (t.split("=", 1) for t in args.toy)}}
+    dirs = {**TOY_DIRS, "ar": AR_TWIN_DIR, **{k: Path(v) for k, v in (t.split("=", 1) for t in args.toy)}}
 
     t0 = time.time()
     rows: list[dict[str, Any]] = []
@@ -136,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         sampling = f"T={r['temperature']:g}" if r["temperature"] else "greedy"
         lines.append(f"| {r['toy']} | {r['label']} | {r['split']} (n={r['n']}) | {sampling} | {r['accuracy']:.3f} | "
                      f"{per} | {tpf} |")
+    checked = bars(rows)
+    if checked:
+        lines += ["", "Bars (the toys issue), from the rows above:", "", *checked]
     lines += ["", "Wrong answers (prompt's end, completion's start; up to 6 distinct a row):", ""]
     for r in rows:
         if r["wrong_examples"]:

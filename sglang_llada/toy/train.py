@@ -178,7 +178,10 @@ def diffusion_batch(
     `siblings[r]` (answer ids of another valid answer to row r's prompt, or None) with `mix` > 0:
     a corrupted position takes, with probability `mix`, the sibling's token at the same answer
     offset (its end-of-text past its end) where that differs from the true one: drafts mixed from
-    two answers, the parallel-decoding error of multi-answer prompts."""
+    two answers, the parallel-decoding error of multi-answer prompts. Under `indel`, with
+    probability `mix` an indel draft starts from such a mixture (each position the sibling's with
+    a rate ~ U(0, 0.5)) instead of the target: answers of different lengths make drafts whose
+    letters sit one position off, which DELETE / SPLIT repair."""
     rng = random.Random(int(torch.randint(1 << 30, (), generator=g))) if indel > 0.0 else None
     ids_rows, pos_rows, tgt_rows, w_rows, kinds = [], [], [], [], []
     n_answer = 0
@@ -201,7 +204,14 @@ def diffusion_batch(
             k = int(torch.randint(1, n + 1, (), generator=g))
             if rng is not None and control is not None and rng.random() < 0.5:
                 block = noisy[lo - b0 * BLOCK : hi - b0 * BLOCK]
-                draft = indel_draft(block, rng, mask=enc.mask, alphabet=enc.answer_alphabet,
+                base = block
+                if sib is not None and rng.random() < mix:
+                    # a draft mixed from two valid answers of different lengths: positions taken
+                    # from the sibling shift what follows (labels align it with the target)
+                    c_mix = rng.random() * 0.5
+                    base = [(sib[off] if off < len(sib) else enc.eos) if rng.random() < c_mix else t
+                            for off, t in enumerate(block, start=lo - P)]
+                draft = indel_draft(base, rng, mask=enc.mask, alphabet=enc.answer_alphabet,
                                     rate=rng.random() * indel, mask_ratio=k / n)
                 labels = edit_labels(draft, block, mask=enc.mask, delete=control[0], split=control[1])
                 for i, (d, label) in enumerate(zip(draft, labels)):

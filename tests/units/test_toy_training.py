@@ -309,6 +309,43 @@ def test_t2t_stream_corrupts_unmasked_answer_positions_and_targets_every_one(enc
     assert torch.equal(again.ids, plain.ids) and torch.equal(again.targets, plain.targets)
 
 
+def test_t2t_mix_writes_corrupted_positions_from_another_valid_answer(enc: Encoder) -> None:
+    """`--t2t-mix`: a corrupted multi-answer position holds the sibling answer's token at the same
+    offset (a draft mixed from two answers); under `indel`, drafts start from such mixtures too."""
+    import random as _random
+
+    rng = _random.Random(0)
+    exs = [tasks.fruits_example(rng, 8) for _ in range(12)]
+    sibs = [tasks.sibling(e, rng) for e in exs]
+    assert all(s is not None and s.task == "fruits" and s.prompt == e.prompt for s, e in zip(sibs, exs))
+    samples = [(enc.prompt_ids(e), enc.answer_ids(e)) for e in exs]
+    sib_ids = [enc.answer_ids(s) for s in sibs if s is not None]
+    b = diffusion_batch(samples, enc, torch.Generator().manual_seed(0), t2t=0.9, siblings=list(sib_ids), mix=1.0)
+    from_sibling = 0
+    for r, (prompt, answer) in enumerate(samples):
+        P = len(prompt)
+        N = -(-(P + len(answer)) // BLOCK) * BLOCK
+        full = prompt + answer + [enc.eos] * (N - P - len(answer))
+        for i in range(N - BLOCK, b.ids.shape[1]):
+            pos = int(b.positions[r, i])
+            if not P <= pos < N or int(b.ids[r, i]) in (enc.mask, full[pos]):
+                continue
+            off = pos - P
+            alt = sib_ids[r][off] if off < len(sib_ids[r]) else enc.eos
+            assert int(b.targets[r, i]) == full[pos]
+            if alt == full[pos]:  # the answers agree here: a token of its class, as without siblings
+                assert int(b.ids[r, i]) in enc.confusable.get(full[pos], enc.answer_alphabet)
+                continue
+            assert int(b.ids[r, i]) == alt  # mix=1: always the sibling's
+            from_sibling += 1
+    assert from_sibling > 20
+    assert tasks.sibling(tasks.split("heldout")[0], rng) is None  # one answer: no sibling
+    DELETE, SPLIT = 300, 301
+    drafts = diffusion_batch(samples, enc, torch.Generator().manual_seed(0), indel=0.3, control=(DELETE, SPLIT),
+                             siblings=list(sib_ids), mix=1.0)
+    assert ((drafts.targets == DELETE) | (drafts.targets == SPLIT)).any()
+
+
 # --- LLaDA2.2: block routing in the training layout, the Levenshtein stream ---------------------
 
 
