@@ -229,7 +229,7 @@ class LevenshteinAlgorithm(FoldedCheck, LladaAlgorithm):
         self.edit_threshold = float(self.knobs["edit_threshold"])
         self.max_edit_steps = int(self.knobs["max_edit_steps"])
         self.max_indel_steps = int(self.knobs["max_indel_steps"])
-        # a row that has taken this many writing steps is forced into its final round
+        # the server's forced-final-round step (a row's own: `step`, from its knobs)
         self.final_step = self.block_size + self.max_indel_steps + self.max_edit_steps
         self.control_ids = ()  # DELETE / SPLIT are this algorithm's to interpret (`_scored`)
 
@@ -273,19 +273,14 @@ class LevenshteinAlgorithm(FoldedCheck, LladaAlgorithm):
         n_masked = masked.sum(dim=1)  # [B]
         n_orig = (masked & rows.orig).sum(dim=1)
 
-        # -- the knobs: the server's scalars, or one value per row (requests' custom_params.dllm)
-        knobs = self.row_knobs(forward_batch)
-        if knobs is None:
-            threshold: Any = self.threshold
-            edit_threshold: Any = self.edit_threshold
-            max_edit: Any = self.max_edit_steps
-            max_indel: Any = self.max_indel_steps
-            final_step: Any = self.final_step
-        else:
-            threshold, edit_threshold = knobs["threshold"], knobs["edit_threshold"]
-            max_edit, max_indel = knobs["max_edit_steps"], knobs["max_indel_steps"]
-            final_step = s + max_indel + max_edit  # [B] int32
-        row_threshold = threshold if knobs is None else threshold[:, None]
+        # -- the knobs: one value per row ([B]; requests' custom_params.dllm over the server's)
+        knobs = self.step_knobs(forward_batch)
+        threshold, edit_threshold = knobs["threshold"], knobs["edit_threshold"]
+        max_edit, max_indel = knobs["max_edit_steps"], knobs["max_indel_steps"]
+        # int64: a server's budgets may reach 2**31 - 1 (int32 on the device); their sum may not
+        # a row that has taken this many writing steps is forced into its final round
+        final_step = s + max_indel.to(torch.int64) + max_edit.to(torch.int64)  # [B]
+        row_threshold = threshold[:, None]
 
         # -- budgets: which rows stop now, which write, which play their final round
         active = ~rows.finished
@@ -323,7 +318,7 @@ class LevenshteinAlgorithm(FoldedCheck, LladaAlgorithm):
         committed2 = committed.view(b, s)
 
         # -- T2T (strict), disjoint from the M2T positions
-        row_edit = edit_threshold if knobs is None else edit_threshold[:, None]
+        row_edit = edit_threshold[:, None]
         edit = live & ~masked & (prob2 > row_edit) & (token2 != old)
         written = committed2 | edit
         new = torch.where(edit, token2, written_ids.view(b, s))

@@ -612,3 +612,16 @@ def test_edit_never_edits_into_a_control_token() -> None:
     algo.step(fb, logits_for(preds), states)
     # T2T to the runner-up at 1; at 2 (DELETE excluded, the ordinary tokens tie) the draw is token 0
     assert ids_of(fb) == [[5, 11, 0, 9]]
+
+
+@pytest.mark.parametrize("request_knobs", [False, True], ids=["server", "per-request"])
+def test_budgets_near_int32_max_never_force_the_final_round(request_knobs: bool) -> None:
+    """A row's forced-final-round step is s + max_indel_steps + max_edit_steps: with the server's
+    indel budget at 2**31 - 1 that sum is computed in int64 (in int32 it wrapped negative whenever a row
+    of the batch set a knob, and every mask was committed in the first step)."""
+    algo = make({"max_indel_steps": 2**31 - 1, "max_edit_steps": 10})
+    info = SimpleNamespace(custom_params=[{"dllm": {"threshold": 0.7}} if request_knobs else None], is_all_greedy=True)
+    fb = batch([[5, M, M, M, M, M]], sampling_info=info)
+    states = algo.init_step_state(fb)
+    algo.step(fb, logits_for([[(5, 0.99), (1, 0.2), (2, 0.3), (3, 0.2), (4, 0.2), (6, 0.2)]]), states)
+    assert ids_of(fb) == [[5, M, 2, M, M, M]]  # one commit (the most confident), not all five
