@@ -58,7 +58,8 @@ in which some request carries knobs. `row_knobs` turns it into one [B] device te
 (each row: request keys > the request's `mode` preset > the server's resolved values): host data and
 one non-blocking host->device copy, cached while the batch's list is the same (every step of a
 synchronous run) or its values are. Rows without knobs get the server's values; a batch in which no
-row sets any knob takes the fast path (the server's scalars, as before). Per-row state lives in
+row sets any knob takes the fast path (no host data: the server's values as device fills). A step
+reads them all as one frozen `StepKnobs` record (`step_knobs`). Per-row state lives in
 `Rows`, so in FDFO mode a row's counters persist between rounds while its knobs are read afresh each
 step from the batch's sampling info, which follows the batch's row order.
 
@@ -379,14 +380,12 @@ class LladaAlgorithm(DllmAlgorithm):
         rows = self.row_knobs(forward_batch)
         numeric = [k.name for k in self.KNOBS if k.kind is not str]
         return StepKnobs(MappingProxyType({
-            name: rows[name] if rows is not None and name in rows else self.knob_vector(forward_batch, None, name)
+            name: rows[name] if rows is not None and name in rows else self._server_vector(forward_batch, name)
             for name in numeric
         }))
 
-    def knob_vector(self, forward_batch: Any, rows: Optional[Mapping[str, Tensor]], name: str) -> Tensor:
-        """[B]: the rows' values of knob `name`, or the server's (`block_vector`) on the fast path."""
-        if rows is not None:
-            return rows[name]
+    def _server_vector(self, forward_batch: Any, name: str) -> Tensor:
+        """[B]: the server's value of knob `name` for every row (`block_vector`)."""
         value = self.knobs[name]
         if isinstance(value, int):  # int32 on the device: larger budgets / counts mean "all" anyway
             return self.block_vector(forward_batch, min(value, INT32_MAX), torch.int32)

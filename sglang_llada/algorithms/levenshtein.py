@@ -277,8 +277,8 @@ class LevenshteinAlgorithm(FoldedCheck, LladaAlgorithm):
         knobs = self.step_knobs(forward_batch)
         threshold, edit_threshold = knobs["threshold"], knobs["edit_threshold"]
         max_edit, max_indel = knobs["max_edit_steps"], knobs["max_indel_steps"]
-        # int64: a server's budgets may reach 2**31 - 1 (int32 on the device); their sum may not
-        # a row that has taken this many writing steps is forced into its final round
+        # a row that has taken this many writing steps is forced into its final round; int64: a
+        # server's budgets may reach 2**31 - 1 (int32 on the device), their sum may not
         final_step = s + max_indel.to(torch.int64) + max_edit.to(torch.int64)  # [B]
         row_threshold = threshold[:, None]
 

@@ -98,7 +98,8 @@ class TrainConfig:
     generation: str = "2.0"
     indel: float = 0.3
     # With t2t: the share of corrupted positions of a multi-answer example written from another
-    # valid answer at the same position (tasks.sibling) instead of a random token of its class.
+    # valid answer at the same position (tasks.sibling) instead of a random token of its class;
+    # under "2.2" also the share of its indel drafts that start from such a mixture.
     t2t_mix: float = 0.0
 
 
@@ -454,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init", default=None, help="start from this checkpoint directory's weights")
     p.add_argument("--t2t", type=float, default=d.t2t, help="LLaDA2.1 token-to-token stream: max corruption rate (2.2: on the plain blocks)")
     p.add_argument("--t2t-mix", type=float, default=d.t2t_mix,
-                   help="with --t2t: share of corrupted multi-answer positions taken from another valid answer")
+                   help="with --t2t: share of corrupted multi-answer positions taken from another valid answer "
+                        "(2.2: also of indel drafts started from such a mixture)")
     p.add_argument("--save-every", type=int, default=0, help="also write OUT/step-N every N steps")
     p.add_argument("--generation", choices=("2.0", "2.2"), default=d.generation,
                    help="2.2: block routing, DELETE / SPLIT and the Levenshtein stream (--indel)")
