@@ -115,7 +115,7 @@ SEAMS: tuple[Seam, ...] = (
          "fold_store: a denoising forward also re-encodes its requests' stale blocks"),
     Seam("scheduling", "AROUND", "sglang.srt.dllm.algorithm.base.DllmAlgorithm.run",
          "sglang_llada.output.forward_stats:run_around",
-         "counts the model forwards of each denoising round"),
+         "counts the model forwards of each denoising round of SGLang's in-tree algorithms (ours count their own)"),
     # -- batch results and streaming -----------------------------------------------------------------
     Seam("batch results", "AROUND", f"{_SCHEDULER}.process_batch_result",
          "sglang_llada.scheduler.fault_isolation:process_batch_result_around",

@@ -57,29 +57,29 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 
-@dataclass
+@dataclass(frozen=True)
 class ForwardRecord:
-    """What one `DllmAlgorithm.run` leaves on its logits output for the scheduler's result step
-    (`sglang_llada.state` record): `logprobs` [B, S], each row's committed tokens' log-probabilities
-    (base.py fills it, output/logprobs.py reads it); `forwards`, the model forwards the run made
-    (output/forward_stats.py fills and reads it), and the positions behind them."""
+    """The one result of a `DllmAlgorithm.run` for the scheduler's result step, pinned on its logits
+    output (`sglang_llada.state`). Built once, when the run ends, by the shared run loop of our
+    decoders (base.py `LladaAlgorithm.run`, from what its steps reported) or, for SGLang's in-tree
+    algorithms, by output/forward_stats.py's hook around their run; read-only after that. Readers:
+    output/forward_stats.py (`forwards`, `row_positions`), output/logprobs.py (`logprobs`),
+    output/trace.py (`trace`), output/held_blocks.py (the fold_store fields)."""
 
+    # [B, S] fp32: each row's committed tokens' log-probabilities (base.py `Rows.logprobs`)
     logprobs: Optional[Any] = None
     # (first_at, last_at) [B, S] int32: the forward (from 1, within the block) that chose each
     # position's first / last write (base.py `Rows`; output/trace.py reads it)
     trace: Optional[tuple[Any, Any]] = None
+    # model forwards the run made: the runner's `forward`s and llada2_exact's verification forwards
     forwards: int = 0
-    # verification forwards the algorithm made itself (llada2_exact), beside the runner's `forward`s
-    draft_forwards: int = 0
-    # positions computed for each row [B] (host ints) beyond its block in each forward: llada2_exact's
-    # verification copies (a folded block is added to `row_positions` by base.py `run` instead)
-    extra_positions: Optional[list[int]] = None
+    # positions each row occupied in all of the run's forwards [B] (host ints): its block in each
+    # forward, plus llada2_exact's verification copies and the blocks fold_store re-encoded
+    row_positions: Optional[list[int]] = None
     # fold_store (scheduler/folded_store.py): rows accepted before a forward saw their block final
     # [B] (host bools), and the rows whose stale previous block this run re-encoded
     stale: Optional[list[bool]] = None
     folded_rows: Optional[list[int]] = None
-    # positions each row occupied in all of the run's forwards [B] (output/forward_stats.py)
-    row_positions: Optional[list[int]] = None
     # fold_store with the editing decoders (algorithms/folded_check.py; scheduler/folded_store.py):
     # rows whose block the run accepted before its final check ({row: HeldBlock}), rows whose held
     # previous block is still unchecked after the run (FDFO: {row: HeldBlock}), and rows whose held

@@ -1,4 +1,13 @@
-"""What our decoding algorithms share: knobs, the masked positions, sampling, the done flags.
+"""The shared run loop of our decoders, and what every step shares: knobs, the masked positions,
+sampling, logprobs, the done flags.
+
+The run loop (`LladaAlgorithm.run`): SGLang's synchronous / FDFO loop below (or, for a decoder that
+folds its final check, folded_check.py's variant of it), with what every decoder gets around it: the
+prompt-only forwards (`_run_prompt_blocks`), the folded forwards of fold_store (`_FoldingRunner`),
+the count of the run's forwards (`CountingRunner`), and, once the loop ends, the run's one result
+for the scheduler: a frozen `ForwardRecord` pinned on the logits output (`_result`), built from the
+rows, the runner's count and what the steps reported in the run's `RunTally`. A decoder is its
+`step` (a mask-to-token decoder only its commit rule, unmask.py) and its declared knobs.
 
 How SGLang 0.5.23 calls an algorithm (sglang/srt/dllm/algorithm/base.py, `DllmAlgorithm.run`):
 
@@ -50,14 +59,14 @@ batches with a `return_logprob` request. A token re-written by an edit step gets
 its last write.
 
 Per-request knobs: a request may override the knobs its algorithm lists in `REQUEST_KNOBS` with
-`custom_params: {"dllm": {...}}` (knobs.py; checked in the tokenizer process by tokenizer/request_checks.py
-and again here by `validate_request`, SGLang's scheduler-side check). SGLang 0.5.23 puts the
-requests' custom_params on the batch (`sampling_info.custom_params`, a host list in batch row order)
-only for custom logit processors; scheduler/batch_policy.py's hook fills it for diffusion batches
-in which some request carries knobs. `row_knobs` turns it into one [B] device tensor per numeric knob
-(each row: request keys > the request's `mode` preset > the server's resolved values): host data and
-one non-blocking host->device copy, cached while the batch's list is the same (every step of a
-synchronous run) or its values are. Rows without knobs get the server's values; a batch in which no
+`custom_params: {"dllm": {...}}` (knobs.py; refused with a 400 at the door, in the tokenizer process, by
+tokenizer/request_checks.py). `validate_request`, SGLang's scheduler-side check, validates them once
+per request into a frozen `RequestKnobs` kept on the request; scheduler/batch_policy.py's hook pins
+the rows' records on diffusion batches in which some request sets any (`BatchKnobs`, batch row
+order). `row_knobs` turns them into one [B] device tensor per numeric knob (each row: request keys >
+the request's `mode` preset > the server's resolved values): host data and one non-blocking
+host->device copy, cached while the batch's record is the same (every step of a synchronous run) or
+its values are. Rows without knobs get the server's values; a batch in which no
 row sets any knob takes the fast path (no host data: the server's values as device fills). A step
 reads them all as one frozen `StepKnobs` record (`step_knobs`). Per-row state lives in
 `Rows`, so in FDFO mode a row's counters persist between rounds while its knobs are read afresh each
@@ -82,7 +91,6 @@ and `full_logits` [N, V]; both are row-major by request.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -94,21 +102,25 @@ from sglang.srt.dllm.algorithm.base import DllmAlgorithm
 from sglang.srt.dllm.config import DllmConfig
 
 from sglang_llada.algorithms import FoldPlan, ForwardRecord
+from sglang_llada.algorithms.folded_check import FoldedCheck
 from sglang_llada.algorithms.knobs import (
     FOLD_STORE,
     SAMPLING,
+    BatchKnobs,
     Knob,
+    RequestKnobs,
     Value,
     check_request_knobs,
     read_knobs,
     request_knobs_of,
 )
+from sglang_llada.algorithms.rows import RowKnobCache, Rows, RowState, StepKnobs, gather_rows
 from sglang_llada.algorithms.sampling import LogitAdjuster, SeedCache, sampling_kwargs
 from sglang_llada.constrained.block import BlockConstraints
 from sglang_llada.constrained.request import CONSTRAINT_KEY, constraint_regex
 from sglang_llada.kernels.confidence import confidence
 from sglang_llada.models.folded_blocks import folded_blocks, folded_forward
-from sglang_llada.state import peek, record
+from sglang_llada.state import attach, peek
 
 Tensor = torch.Tensor
 
@@ -117,47 +129,6 @@ logger = logging.getLogger(__name__)
 NEG_INF = float("-inf")
 INT32_MAX = (1 << 31) - 1
 FP32_MAX = float(torch.finfo(torch.float32).max)
-
-
-@dataclass
-class Rows:
-    """Per-request step state of a batch, batched on the device (subclasses add fields)."""
-
-    logprobs: Tensor  # [B, S] fp32: log-prob of each position's last write in this block
-    # the decoding trajectory (output/trace.py): forwards are numbered from 1 within the block
-    forward_no: Tensor  # [B] int32: the number of the forward whose logits the current step reads
-    first_at: Tensor  # [B, S] int32: the forward whose logits chose a position's first write (0: none)
-    last_at: Tensor  # [B, S] int32: ... its last write (differs from first_at once an edit rewrote it)
-
-
-@dataclass
-class RowState:
-    """One request's state: row `index` of a shared `Rows` (what SGLang carries per request)."""
-
-    rows: Any
-    index: int
-
-
-def gather_rows(states: Sequence[RowState]) -> Any:
-    """The states' rows as one batch, in order; re-points the states at it.
-
-    Synchronous mode: the rows `init_step_state` built, already in batch order (no copy). FDFO
-    mode mixes requests whose states come from different rounds: each field is stacked from the
-    states' rows (B small device copies, no host sync).
-    """
-    first = states[0].rows
-    if first.logprobs.shape[0] == len(states) and all(
-        st.rows is first and st.index == i for i, st in enumerate(states)
-    ):
-        return first
-    cls = type(first)
-    rows = cls(**{
-        f.name: torch.stack([getattr(st.rows, f.name)[st.index] for st in states])
-        for f in dataclasses.fields(cls)
-    })
-    for i, st in enumerate(states):
-        st.rows, st.index = rows, i
-    return rows
 
 
 def confidence_excluding(
@@ -195,30 +166,36 @@ def control_token_ids(config: DllmConfig) -> tuple[int, ...]:
     )
 
 
-@dataclass(frozen=True)
-class StepKnobs:
-    """What a step's commit rule reads of the knobs: every numeric knob of the algorithm as one [B]
-    device tensor (fp32, int32 for integer knobs), each row resolved once -- request keys > the
-    request's `mode` preset > the server's values -- and read-only (`LladaAlgorithm.step_knobs`)."""
-
-    values: Mapping[str, Tensor]
-
-    def __getitem__(self, name: str) -> Tensor:
-        return self.values[name]
-
-
 @dataclass
-class _RowKnobCache:
-    """The last batch's per-row knob tensors (see `LladaAlgorithm.row_knobs`)."""
+class RunTally:
+    """What a run's steps report beyond their rows, for its `ForwardRecord` (`LladaAlgorithm._result`):
+    llada2_exact's verification forwards, which it runs on the model itself, and the positions they
+    computed for each row [B] (host ints)."""
 
-    params: Any = None  # the batch's custom_params list (kept alive: identity is the fast check)
-    length: int = 0
-    key: Any = None  # the rows' validated knobs, as a hashable tuple
-    device: Any = None
-    values: Optional[dict[str, Tensor]] = None
+    draft_forwards: int = 0
+    extra_positions: Optional[list[int]] = None
+
+    def add_drafts(self, forwards: int, positions: Sequence[int]) -> None:
+        self.draft_forwards += forwards
+        self.extra_positions = [a + b for a, b in zip(self.extra_positions or [0] * len(positions), positions)]
 
 
-class LladaAlgorithm(DllmAlgorithm):
+class CountingRunner:
+    """The model runner of a run, counting its `forward` calls; everything else is the runner's."""
+
+    def __init__(self, runner: Any) -> None:
+        self._runner = runner
+        self.forwards = 0
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        self.forwards += 1
+        return self._runner.forward(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runner, name)
+
+
+class LladaAlgorithm(FoldedCheck, DllmAlgorithm):
     """Base of our algorithms: reads and validates the knobs, builds the per-step kernel inputs."""
 
     NAME: ClassVar[str] = "llada2"
@@ -245,7 +222,7 @@ class LladaAlgorithm(DllmAlgorithm):
         self.sample_requests = self.knobs["sampling"] == "request"
         self._seed_cache = SeedCache()
         self._adjuster = LogitAdjuster()
-        self._knob_cache = _RowKnobCache()
+        self._knob_cache = RowKnobCache()
         self._warned_knob_rows = False
         # DELETE / SPLIT (LLaDA2.2): never written by this algorithm (levenshtein.py overrides)
         self.control_ids = control_token_ids(config)
@@ -257,6 +234,8 @@ class LladaAlgorithm(DllmAlgorithm):
         self._plan: Optional[FoldPlan] = None
         self._folder: Optional[_FoldingRunner] = None
         self._fold_out: Any = None
+        self._runner: Any = None  # the run's model runner (`CountingRunner`), while a run lasts
+        self._tally = RunTally()
 
     @classmethod
     def folds(cls, algorithm_config: Any) -> bool:
@@ -280,18 +259,22 @@ class LladaAlgorithm(DllmAlgorithm):
 
     @classmethod
     def validate_request(cls, req: Any) -> Optional[str]:
-        """SGLang's scheduler-side check (an error string aborts the request with a 400): the
-        request's knobs, again, so that `step` never sees a bad value whatever the entry point."""
+        """SGLang's scheduler-side check, once per request (an error string aborts it with a 400):
+        the request's knobs are validated here, whatever the entry point, and kept on it as a frozen
+        `RequestKnobs` that every batch it joins carries (scheduler/batch_policy.py); no step parses
+        them again."""
         error = super().validate_request(req)
         if error:
             return error
         custom = getattr(req.sampling_params, "custom_params", None)
         try:
-            cls.check_request_knobs(request_knobs_of(custom))
+            knobs = RequestKnobs.of(cls.check_request_knobs(request_knobs_of(custom)))
         except ValueError as exc:
             return str(exc)
         if constraint_regex(custom) is not None and not cls.CONSTRAINS:
             return cls.constraint_refusal()
+        if knobs is not None:
+            attach(req, knobs)
         return None
 
     @classmethod
@@ -318,45 +301,44 @@ class LladaAlgorithm(DllmAlgorithm):
         """A row's knob values: its validated overrides over the server's resolved knobs."""
         return {**self.knobs, **overrides}
 
+    def row_overrides(self, forward_batch: Any) -> Optional[tuple[Mapping[str, Value], ...]]:
+        """Each row's validated knobs ({} for none), from the batch's `BatchKnobs`; None when no row
+        sets any, or the record does not match the batch (logged once)."""
+        rows = peek(getattr(forward_batch, "sampling_info", None), BatchKnobs)
+        if rows is None or not any(rows.rows):
+            return None
+        if len(rows.rows) != forward_batch.batch_size:
+            if not self._warned_knob_rows:
+                self._warned_knob_rows = True
+                logger.warning(
+                    "dLLM algorithm %s: the batch carries knobs for %d requests, it has %d; per-request "
+                    "knobs ignored for such batches", self.NAME, len(rows.rows), forward_batch.batch_size,
+                )
+            return None
+        return tuple(r.values if r is not None else {} for r in rows.rows)
+
     def row_knobs(self, forward_batch: Any) -> Optional[dict[str, Tensor]]:
         """{knob: [B] device tensor (fp32, or int32 for integer knobs)} for every numeric
         REQUEST_KNOB, each row resolved by `resolve_request`; None when no row of the batch sets a
         knob (the fast path). Host data only: no device->host sync."""
         info = getattr(forward_batch, "sampling_info", None)
-        params = getattr(info, "custom_params", None)
-        if not params or not self.REQUEST_KNOBS:
+        batch = peek(info, BatchKnobs)
+        if batch is None or not self.REQUEST_KNOBS:
             return None
         device = forward_batch.input_ids.device
         cache = self._knob_cache
-        if params is cache.params and len(params) == cache.length and device == cache.device:
-            return cache.values  # the same batch (SGLang builds each diffusion batch's list afresh)
-        raw = [request_knobs_of(p) for p in params]
-        rows: Optional[list[dict[str, Value]]] = None
-        if any(raw):
-            if len(params) == forward_batch.batch_size:
-                rows = [self._checked_row(r) for r in raw]
-            elif not self._warned_knob_rows:
-                self._warned_knob_rows = True
-                logger.warning(
-                    "dLLM algorithm %s: the batch carries %d custom_params for %d requests; per-request "
-                    "knobs ignored for such batches", self.NAME, len(params), forward_batch.batch_size,
-                )
-        key = None if rows is None or not any(rows) else tuple(tuple(sorted(r.items())) for r in rows)
+        if batch is cache.batch and device == cache.device:
+            return cache.values  # the same batch (each diffusion batch gets its record afresh)
+        rows = self.row_overrides(forward_batch)
+        key = None if rows is None else tuple(tuple(sorted(r.items())) for r in rows)
         if key is None:
             values = None
         elif key == cache.key and device == cache.device:
             values = cache.values
         else:
-            values = self._row_tensors(rows or [], device)
-        cache.params, cache.length, cache.key, cache.device, cache.values = params, len(params), key, device, values
+            values = self._row_tensors(rows or (), device)
+        cache.batch, cache.key, cache.device, cache.values = batch, key, device, values
         return values
-
-    def _checked_row(self, raw: Any) -> dict[str, Value]:
-        try:
-            return self.check_request_knobs(raw)
-        except ValueError as exc:  # validate_request refuses such requests; never fail a batch here
-            logger.warning("dLLM algorithm %s: ignoring a row's knobs: %s", self.NAME, exc)
-            return {}
 
     def _row_tensors(self, rows: Sequence[Mapping[str, Value]], device: torch.device) -> dict[str, Tensor]:
         knobs = [k for k in self.REQUEST_KNOBS if k.kind is not str]
@@ -433,13 +415,17 @@ class LladaAlgorithm(DllmAlgorithm):
         return self._last_rows
 
     def run(self, model_runner: Any, forward_batch: Any, algo_states: Optional[List[Any]] = None) -> Any:
-        """SGLang's run loop; then the block's [B, S] logprobs go on the logits output. With
-        `fold_store`, the run's first forward also re-encodes the stale blocks the scheduler planned
-        (`_FoldingRunner`), and the rows it accepts early are reported stale; the editing decoders
-        fold their held blocks into every forward of the run (folded_check.py)."""
+        """The shared run loop of our decoders: SGLang's synchronous / FDFO loop (or, for the
+        editing decoders under fold_store, folded_check.py's), around which this method owns what
+        every decoder shares. With `fold_store`, the run's first forward also re-encodes the stale
+        blocks the scheduler planned (`_FoldingRunner`), and the rows it accepts early are reported
+        stale. It counts the run's forwards (`CountingRunner`) and, once the loop ends, pins the
+        run's one result, a frozen `ForwardRecord`, on the logits output (`_result`): the steps only
+        report into the run's tally (`RunTally`), never into the record."""
         self._last_rows = None
         self._fold_flags: Optional[list[list[bool]]] = None
         self._fold_out = None
+        self._tally = RunTally()
         plan = self._plan = peek(forward_batch, FoldPlan) if self.fold_store else None
         runner = model_runner
         folder: Optional[_FoldingRunner] = None
@@ -449,31 +435,42 @@ class LladaAlgorithm(DllmAlgorithm):
             runner = folder = _FoldingRunner(model_runner, self.block_size)
             if plan is not None and plan.rows:
                 folder.fold_next(plan.rows, plan.token_ids)  # the first forward (folded_check.py may replace it)
-        self._folder = folder
+        counting = CountingRunner(runner)
+        self._folder, self._runner = folder, counting
         try:
-            out = super().run(runner, forward_batch, algo_states)
+            out = super().run(counting, forward_batch, algo_states)
         finally:
-            self._plan = self._folder = None
-        if out[0] is not None:
-            rec = record(out[0], ForwardRecord)
-            if self._last_rows is not None:
-                rec.logprobs = self._last_rows.logprobs
-                rec.trace = (self._last_rows.first_at, self._last_rows.last_at)
-            if plan is not None and folder is not None and folder.fold_counts and self._fold_out is None:
-                rec.folded_rows = list(plan.rows)
-            if folder is not None and folder.fold_counts and rec.row_positions is not None:
-                # output/forward_stats.py's hook (around SGLang's run, inside this method) has counted
-                # one block per row and forward; a folded row computed its previous block too
-                for r, n in folder.fold_counts.items():
-                    rec.row_positions[r] += n * self.block_size
-            if self._fold_flags is not None:  # the last step's [before, after] done flags
-                before, after = self._fold_flags
-                rec.stale = [a and not b for b, a in zip(before, after)]
-            self.record_fold(rec)
+            self._plan = self._folder = self._runner = None
+        if out[0] is not None:  # LogitsProcessorOutput (or a tensor): both take an attribute
+            attach(out[0], self._result(forward_batch, counting.forwards, plan, folder))
         return out
 
-    def record_fold(self, rec: ForwardRecord) -> None:
-        """What a run that folds its checks adds to its record (folded_check.py); nothing here."""
+    def _result(
+        self, forward_batch: Any, forwards: int, plan: Optional[FoldPlan], folder: Optional[_FoldingRunner]
+    ) -> ForwardRecord:
+        """The run's `ForwardRecord`, from the runner's count, the tally, the rows and the fold flags."""
+        tally, rows, s = self._tally, self._last_rows, self.block_size
+        row_positions: Optional[list[int]] = None
+        lens = getattr(forward_batch, "extend_seq_lens_cpu", None)
+        if lens is not None:  # each row's tokens in each forward, its verification copies, its folded blocks
+            extra = tally.extra_positions or [0] * len(lens)
+            row_positions = [int(n) * forwards + e for n, e in zip(lens, extra)]
+            for r, n in (folder.fold_counts if folder is not None else {}).items():
+                row_positions[r] += n * s
+        fields: dict[str, Any] = {}
+        if plan is not None and folder is not None and folder.fold_counts:
+            fields["folded_rows"] = list(plan.rows)
+        if self._fold_flags is not None:  # the last step's [before, after] done flags
+            before, after = self._fold_flags
+            fields["stale"] = [a and not b for b, a in zip(before, after)]
+        fields.update(self.fold_result())  # a run that folded checks (folded_check.py): its own fields
+        return ForwardRecord(
+            logprobs=rows.logprobs if rows is not None else None,
+            trace=(rows.first_at, rows.last_at) if rows is not None else None,
+            forwards=forwards + tally.draft_forwards,
+            row_positions=row_positions,
+            **fields,
+        )
 
     def step_done(self, finished: Tensor) -> List[bool]:
         """The end of an editing step: `finished` [B] bool as the done list (one host read), or,

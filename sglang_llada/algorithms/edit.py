@@ -92,9 +92,9 @@ from typing import Any, ClassVar, List, Mapping, Optional, Sequence
 import torch
 from sglang.srt.dllm.config import DllmConfig
 
-from sglang_llada.algorithms.base import LladaAlgorithm, Rows, RowState
-from sglang_llada.algorithms.folded_check import FoldedCheck
+from sglang_llada.algorithms.base import LladaAlgorithm
 from sglang_llada.algorithms.knobs import FOLD_STORE, REQUEST_STEP_CAP, Knob, Value
+from sglang_llada.algorithms.rows import Rows, RowState
 from sglang_llada.kernels.select_commit import select_commit
 
 Tensor = torch.Tensor
@@ -163,7 +163,7 @@ def request_knobs(knobs: Sequence[Knob]) -> tuple[Knob, ...]:
     )
 
 
-class EditAlgorithm(FoldedCheck, LladaAlgorithm):
+class EditAlgorithm(LladaAlgorithm):
     """LLaDA2.1 M2T + T2T editing (see the module docstring)."""
 
     NAME: ClassVar[str] = "llada2_edit"
@@ -178,6 +178,8 @@ class EditAlgorithm(FoldedCheck, LladaAlgorithm):
         FOLD_STORE,  # the final check folded into the next block's first forward (folded_check.py)
     )
     REQUEST_KNOBS: ClassVar[Sequence[Knob]] = request_knobs(KNOBS)
+    # a block's final check rides in the next block's forwards under fold_store (folded_check.py)
+    FOLDS_CHECKS: ClassVar[bool] = True
 
     def __init__(self, config: DllmConfig):
         super().__init__(config)

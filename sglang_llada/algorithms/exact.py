@@ -54,11 +54,9 @@ from typing import Any, ClassVar, List, Mapping, Optional, Sequence
 
 import torch
 
-from sglang_llada.algorithms import ForwardRecord
 from sglang_llada.algorithms.base import NEG_INF, LladaAlgorithm, in_forward_context
-from sglang_llada.algorithms.knobs import Knob, request_knobs_of
+from sglang_llada.algorithms.knobs import Knob
 from sglang_llada.models.draft_copies import draft_copies
-from sglang_llada.state import record
 
 Tensor = torch.Tensor
 
@@ -131,62 +129,25 @@ class ExactAlgorithm(LladaAlgorithm):
         })
 
     def step(self, forward_batch: Any, full_logits: Tensor, states: List[Any]) -> List[bool]:
-        raise RuntimeError("llada2_exact runs its own loop (_run_sync); SGLang's step loop is not used")
+        """The whole block in one step of the shared loop (base.py `run`, SGLang's loops): from the
+        logits of the loop's forward, verification rounds on the run's model runner until no row has
+        a masked position (synchronous mode: done after this step, whose last round also left the
+        block's final KV in the cache) or, in FDFO mode, until fewer than half of the rows that came
+        with masks still have some (those are not done: they come back next run, with their state)."""
+        rows = self.rows_of(forward_batch, states)
+        verifies, spent, left = self._decode(
+            self._runner, forward_batch, rows, full_logits, stragglers_wait=bool(self.fdfo)
+        )
+        self._tally.add_drafts(verifies, spent)
+        return [n == 0 for n in left]
 
-    # -- the loop ------------------------------------------------------------------------------
+    # -- the rounds ----------------------------------------------------------------------------
 
     def _depths(self, forward_batch: Any) -> list[int]:
         """Each row's draft depth as host ints (the request's knob, else the server's): the rounds'
         copy counts are decided on the host, so `row_knobs`' device tensors are not used here."""
-        b = forward_batch.batch_size
-        params = getattr(getattr(forward_batch, "sampling_info", None), "custom_params", None)
-        rows = [request_knobs_of(p) for p in params] if params and len(params) == b else [None] * b
-        return [int(self.resolve_request(self._checked_row(r) if r else {})["draft_depth"]) for r in rows]
-
-    def _run_sync(self, model_runner: Any, forward_batch: Any) -> Any:
-        """One `run` per block: the all-mask forward, then verification rounds until the block is
-        written (the last one also leaves its final KV in the cache)."""
-        if not forward_batch.forward_mode.is_dllm_extend():
-            return self._run_prompt_blocks(model_runner, forward_batch)
-        fb = forward_batch
-        b, s = fb.batch_size, self.block_size
-        start_list = self._block_start_list(fb)
-        rows = self.rows_of(fb, self.init_step_state(fb))
-        out = model_runner.forward(fb, pp_proxy_tensors=None)
-        if all(start == s for start in start_list):
-            return out.logits_output, [], None, None, out.can_run_graph
-        rec = record(out.logits_output, ForwardRecord)
-        rec.draft_forwards, rec.extra_positions, _ = self._decode(model_runner, fb, rows, out.logits_output.full_logits)
-        next_ids = fb.input_ids.view(b, s)
-        return out.logits_output, [next_ids[i, start_list[i]:] for i in range(b)], None, None, out.can_run_graph
-
-    def _run_fdfo(self, model_runner: Any, forward_batch: Any, algo_states: Optional[List[Any]]) -> Any:
-        """FDFO (SGLang's default): the same work, but a run ends (after one round at least) once
-        fewer than half of the rows that came with masks still have some; those stragglers come back next run (their state and KV kept by SGLang),
-        where the run's ordinary forward gives their current logits again, while finished rows make
-        room for new blocks. Without this, every run lasted as long as its slowest row."""
-        if not forward_batch.forward_mode.is_dllm_extend():
-            return self._run_prompt_blocks(model_runner, forward_batch)
-        fb = forward_batch
-        b, s = fb.batch_size, self.block_size
-        states = list(algo_states) if algo_states is not None else [None] * b
-        fresh: Optional[List[Any]] = None
-        for i, st in enumerate(states):
-            if st is None:
-                fresh = fresh or self.init_step_state(fb)
-                states[i] = fresh[i]
-        rows = self.rows_of(fb, states)
-        out = model_runner.forward(fb, pp_proxy_tensors=None)
-        rec = record(out.logits_output, ForwardRecord)
-        rec.draft_forwards, rec.extra_positions, left = self._decode(
-            model_runner, fb, rows, out.logits_output.full_logits, stragglers_wait=True
-        )
-        next_ids = fb.input_ids.view(b, s).tolist()
-        done = [n == 0 for n in left]
-        return (
-            out.logits_output, next_ids, [s if d else 0 for d in done],
-            [None if d else states[i] for i, d in enumerate(done)], out.can_run_graph,
-        )
+        rows = self.row_overrides(forward_batch) or ({},) * forward_batch.batch_size
+        return [int(self.resolve_request(r)["draft_depth"]) for r in rows]
 
     def _decode(
         self, model_runner: Any, fb: Any, rows: Any, logits: Tensor, stragglers_wait: bool = False

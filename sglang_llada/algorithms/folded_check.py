@@ -49,13 +49,15 @@ import contextlib
 import dataclasses
 import logging
 from types import SimpleNamespace
-from typing import Any, ClassVar, Iterator, List, Optional, Sequence
+from typing import Any, Iterator, List, Optional, Sequence
 
 import torch
 
-from sglang_llada.algorithms import FoldPlan, ForwardRecord, HeldBlock, Settled
-from sglang_llada.algorithms.base import RowState, _RowKnobCache
+from sglang_llada.algorithms import FoldPlan, HeldBlock, Settled
+from sglang_llada.algorithms.knobs import BatchKnobs
+from sglang_llada.algorithms.rows import RowKnobCache, RowState
 from sglang_llada.algorithms.sampling import LogitAdjuster, SeedCache, batch_requests
+from sglang_llada.state import attach, peek
 
 Tensor = torch.Tensor
 
@@ -74,7 +76,8 @@ def clone_rows(rows: Any, index: Optional[int] = None) -> Any:
 
 def shadow_sampling_info(info: Any, rows: Sequence[int], batch_size: int) -> Any:
     """The batch's sampling info cut to `rows` (what a batch of those requests alone would carry),
-    for the held blocks' step: sampling tensors, flags, per-request knobs, the requests (min_new_tokens)."""
+    for the held blocks' step: sampling tensors, flags, per-request knobs (`BatchKnobs`), the requests
+    (min_new_tokens)."""
     if info is None:
         return None
     out = SimpleNamespace(acc_additive_penalties=None, acc_scaling_penalties=None)
@@ -87,8 +90,9 @@ def shadow_sampling_info(info: Any, rows: Sequence[int], batch_size: int) -> Any
     for name in _FLAGS:
         if hasattr(info, name):
             setattr(out, name, getattr(info, name))
-    params = getattr(info, "custom_params", None)
-    out.custom_params = [params[r] for r in rows] if params and len(params) == batch_size else None
+    knobs = peek(info, BatchKnobs)
+    if knobs is not None and len(knobs.rows) == batch_size:
+        attach(out, BatchKnobs(tuple(knobs.rows[r] for r in rows)))
     reqs = batch_requests(info)
     orchestrator = getattr(info, "penalizer_orchestrator", None)
     if reqs is not None and len(reqs) == batch_size and orchestrator is not None:
@@ -102,11 +106,11 @@ def shadow_sampling_info(info: Any, rows: Sequence[int], batch_size: int) -> Any
 
 
 class FoldedCheck:
-    """Mixin of the editing decoders (before `LladaAlgorithm` in the bases): their `_run_sync` /
-    `_run_fdfo` under `fold_store` with a fold plan (see the module docstring). Their `step` ends
-    with `self.step_done(finished)` and their `Rows` have `prompt` and `finished`."""
-
-    FOLDS_CHECKS: ClassVar[bool] = True
+    """The folded-check loop of the shared run loop: a base of `LladaAlgorithm` (base.py) whose
+    `_run_sync` / `_run_fdfo` run it instead of SGLang's loops when the decoder declares
+    `FOLDS_CHECKS` and the run has a fold plan that may hold blocks back (see the module docstring).
+    What it needs of such a decoder: its `step` ends with `self.step_done(finished)`, and its `Rows`
+    have `prompt` and `finished` (edit.py, levenshtein.py)."""
 
     # -- SGLang's two loops, or ours -----------------------------------------------------------
 
@@ -123,7 +127,8 @@ class FoldedCheck:
     def _folds_checks(self, forward_batch: Any) -> bool:
         plan: Optional[FoldPlan] = self._plan  # type: ignore[attr-defined]
         return (
-            self._folder is not None  # type: ignore[attr-defined]
+            bool(getattr(self, "FOLDS_CHECKS", False))
+            and self._folder is not None  # type: ignore[attr-defined]
             and plan is not None
             and forward_batch.forward_mode.is_dllm_extend()
             and (plan.may_hold is not None or any(h is not None for h in plan.held or ()))
@@ -250,16 +255,19 @@ class FoldedCheck:
         states_out = [None if (done[i] or i in closing) else states[i] for i in range(b)]
         return out.logits_output, fb.input_ids.view(b, s).tolist(), accept, states_out, out.can_run_graph
 
-    def record_fold(self, rec: ForwardRecord) -> None:
+    def fold_result(self) -> dict[str, Any]:
+        """The `ForwardRecord` fields of a run of this loop (base.py `_result`); {} for other runs."""
         fold = self._fold_out  # type: ignore[attr-defined]
         if fold is None:
-            return
+            return {}
         held_out, still, settled, plain_rows, b = fold
-        rec.held = held_out or None
-        rec.still_held = still or None
-        rec.settled = settled or None
-        rec.folded_rows = sorted(set(plain_rows) | set(settled))  # their KV is final now
-        rec.stale = [i in held_out for i in range(b)]
+        return {
+            "held": held_out or None,
+            "still_held": still or None,
+            "settled": settled or None,
+            "folded_rows": sorted(set(plain_rows) | set(settled)),  # their KV is final now
+            "stale": [i in held_out for i in range(b)],
+        }
 
     # -- the pieces -----------------------------------------------------------------------------
 
@@ -330,7 +338,7 @@ class FoldedCheck:
         batch's stay warm, and leaves the batch's rows as the run's last."""
         algo: Any = self
         if not hasattr(algo, "_shadow_caches"):
-            algo._shadow_caches = (SeedCache(), LogitAdjuster(), _RowKnobCache())
+            algo._shadow_caches = (SeedCache(), LogitAdjuster(), RowKnobCache())
         mine = (algo._seed_cache, algo._adjuster, algo._knob_cache, algo._last_rows)
         algo._seed_cache, algo._adjuster, algo._knob_cache = algo._shadow_caches
         try:

@@ -13,8 +13,11 @@ Keys that SGLang itself reads from the same file (`block_size` in `DllmConfig.fr
 Per-request knobs (`check_request_knobs`): a request may override some of its server algorithm's
 knobs for itself with `custom_params: {"dllm": {...}}` (each algorithm class lists them in
 `REQUEST_KNOBS`, the same `Knob` objects, the step budgets capped at `REQUEST_STEP_CAP`). They are
-checked by the same rules, in the tokenizer process (tokenizer/request_checks.py: a bad one is an HTTP 400)
-and again by the scheduler (`LladaAlgorithm.validate_request`), so a step never sees a bad value.
+checked by the same rules at the door, in the tokenizer process (tokenizer/request_checks.py: a bad
+one is an HTTP 400 before the request is queued), and validated once in the scheduler process
+(`LladaAlgorithm.validate_request`), which keeps the result on the request as a frozen
+`RequestKnobs`; a batch carries its rows' records (`BatchKnobs`), and a step reads them, resolved
+against the server's values, as one [B] tensor per knob (base.py `step_knobs`): never parsed again.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Mapping, Optional, Sequence, Union
 
 # Keys of the YAML mapping consumed by SGLang's DllmConfig, not by the algorithm.
@@ -153,3 +157,25 @@ def check_request_knobs(dllm: Any, knobs: Sequence[Knob], algorithm: str) -> dic
 def request_knobs_of(custom_params: Any) -> Any:
     """The raw `dllm` entry of a request's custom_params (None when absent)."""
     return custom_params.get(REQUEST_KEY) if isinstance(custom_params, Mapping) else None
+
+
+@dataclass(frozen=True)
+class RequestKnobs:
+    """A request's decoding knobs, {knob name: value}: its `custom_params.dllm` validated once, by
+    the scheduler's check (base.py `validate_request`), and kept on the request (`sglang_llada.state`)
+    for every batch it joins. Read-only."""
+
+    values: Mapping[str, Value]
+
+    @staticmethod
+    def of(checked: Mapping[str, Value]) -> Optional["RequestKnobs"]:
+        """The record of validated knobs (`check_request_knobs`' result); None when there are none."""
+        return RequestKnobs(MappingProxyType(dict(checked))) if checked else None
+
+
+@dataclass(frozen=True)
+class BatchKnobs:
+    """On a diffusion batch's SamplingBatchInfo (scheduler/batch_policy.py), when some request of it
+    sets knobs: each row's `RequestKnobs` (None: the server's values), in batch order."""
+
+    rows: tuple[Optional[RequestKnobs], ...]

@@ -107,10 +107,10 @@ from typing import Any, ClassVar, List, Mapping, Sequence
 import torch
 from sglang.srt.dllm.config import DllmConfig
 
-from sglang_llada.algorithms.base import LladaAlgorithm, Rows, RowState, confidence_excluding
+from sglang_llada.algorithms.base import LladaAlgorithm, confidence_excluding
 from sglang_llada.algorithms.edit import request_knobs, resolve_mode, resolve_request_mode
-from sglang_llada.algorithms.folded_check import FoldedCheck
 from sglang_llada.algorithms.knobs import FOLD_STORE, REQUEST_STEP_CAP, Knob, Value
+from sglang_llada.algorithms.rows import Rows, RowState
 from sglang_llada.kernels.select_commit import select_commit
 
 Tensor = torch.Tensor
@@ -201,7 +201,7 @@ def check_control_ids(config: DllmConfig, name: str) -> tuple[int, int]:
     return delete_id, split_id
 
 
-class LevenshteinAlgorithm(FoldedCheck, LladaAlgorithm):
+class LevenshteinAlgorithm(LladaAlgorithm):
     """LLaDA2.2 M2T + T2T + DELETE / SPLIT decoding (see the module docstring)."""
 
     NAME: ClassVar[str] = "llada2_levenshtein"
@@ -219,6 +219,8 @@ class LevenshteinAlgorithm(FoldedCheck, LladaAlgorithm):
         FOLD_STORE,  # the final check folded into the next block's first forward (folded_check.py)
     )
     REQUEST_KNOBS: ClassVar[Sequence[Knob]] = request_knobs(KNOBS)
+    # a block's final check rides in the next block's forwards under fold_store (folded_check.py)
+    FOLDS_CHECKS: ClassVar[bool] = True
 
     def __init__(self, config: DllmConfig):
         super().__init__(config)

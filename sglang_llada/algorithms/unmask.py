@@ -52,8 +52,9 @@ from typing import Any, ClassVar, List, Sequence, Union
 
 import torch
 
-from sglang_llada.algorithms.base import LladaAlgorithm, StepKnobs
+from sglang_llada.algorithms.base import LladaAlgorithm
 from sglang_llada.algorithms.knobs import FOLD_STORE, Knob
+from sglang_llada.algorithms.rows import StepKnobs
 from sglang_llada.constrained.block import admit_commits, constrain_logits
 from sglang_llada.kernels.select_commit import select_commit
 

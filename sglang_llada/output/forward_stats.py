@@ -13,8 +13,9 @@ Fields (present on every response of a diffusion request; documented in README):
 While streaming, each chunk carries the counts so far.
 
 How (all through SGLang's hook registry, no patch):
-  1. AROUND `DllmAlgorithm.run` hands the algorithm a model runner that counts `forward`
-     calls and puts the count in the `ForwardRecord` of the returned logits output;
+  1. our decoders' run loop (algorithms/base.py `LladaAlgorithm.run`) counts its `forward` calls
+     (its verification forwards too) and puts them in the run's `ForwardRecord` on the logits
+     output; for SGLang's in-tree algorithms, AROUND `DllmAlgorithm.run` does the same;
   2. BEFORE `SchedulerDllmMixin.process_batch_result_dllm` (output/batch_result.py) adds that count
      to every request of the batch (its `ForwardCounts` record), as denoising or prefill depending on
      whether its forward held masks;
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from sglang_llada.algorithms import ForwardRecord
-from sglang_llada.state import peek, record
+from sglang_llada.state import attach, peek, record
 
 if TYPE_CHECKING:
     from sglang.srt.dllm.algorithm.base import DllmAlgorithm
@@ -64,32 +65,22 @@ class ForwardCounts:
         return {FORWARDS: self.forwards, PREFILL_FORWARDS: self.prefill_forwards, POSITIONS: self.positions}[public]
 
 
-class _CountingRunner:
-    """Delegates everything to the model runner; counts `forward` calls."""
-
-    def __init__(self, runner: Any) -> None:
-        self._runner = runner
-        self.forwards = 0
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        self.forwards += 1
-        return self._runner.forward(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._runner, name)
-
-
 def run_around(original: Callable[..., Any], self: DllmAlgorithm, model_runner: Any, *args: Any, **kwargs: Any) -> Any:
-    """AROUND `DllmAlgorithm.run` (step 1)."""
-    counting = _CountingRunner(model_runner)
+    """AROUND `DllmAlgorithm.run` (step 1), for SGLang's in-tree algorithms: our decoders' run
+    counts its forwards and builds its `ForwardRecord` itself (algorithms/base.py `LladaAlgorithm.run`,
+    which reaches this hook through `super().run`)."""
+    from sglang_llada.algorithms.base import CountingRunner, LladaAlgorithm
+
+    if isinstance(self, LladaAlgorithm):
+        return original(self, model_runner, *args, **kwargs)
+    counting = CountingRunner(model_runner)
     out = original(self, counting, *args, **kwargs)
     if out[0] is not None:  # LogitsProcessorOutput (or a tensor): both take an attribute
-        rec = record(out[0], ForwardRecord)
-        rec.forwards = counting.forwards + rec.draft_forwards  # llada2_exact's verification forwards too
         lens = getattr(args[0], "extend_seq_lens_cpu", None) if args else None
-        if lens is not None:  # each row's tokens in each forward, plus its verification copies
-            extra = rec.extra_positions or [0] * len(lens)
-            rec.row_positions = [int(n) * counting.forwards + e for n, e in zip(lens, extra)]
+        attach(out[0], ForwardRecord(
+            forwards=counting.forwards,
+            row_positions=None if lens is None else [int(n) * counting.forwards for n in lens],
+        ))
     return out
 
 

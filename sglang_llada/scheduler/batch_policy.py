@@ -5,10 +5,11 @@ One AFTER hook on `SamplingBatchInfo.from_schedule_batch` (`from_schedule_batch_
 the batch, in that order.
 
 Per-request decoding knobs: SGLang 0.5.23 copies the requests' custom_params onto the batch
-(`SamplingBatchInfo.custom_params`, a host list in row order) only for custom logit processors; the
-hook fills it for diffusion batches in which a request carries knobs (`custom_params.dllm`, checked in
-the tokenizer process by sglang_llada/tokenizer/request_checks.py; SGLang builds every diffusion batch
-afresh each round, never merges them).
+(`SamplingBatchInfo.custom_params`) only for custom logit processors, and a diffusion server refuses
+those. Each request's knobs (`custom_params.dllm`) were validated once, by the scheduler's check
+(`LladaAlgorithm.validate_request`), into a frozen `RequestKnobs` on the request; the hook pins the
+rows' records on diffusion batches in which some request sets knobs, as one `BatchKnobs` in row order
+(SGLang builds every diffusion batch afresh each round, never merges them).
 
 Seeds: SGLang 0.5.23 puts the requests' `sampling_seed` on the batch (`SamplingBatchInfo.sampling_seed`,
 [B] int64) only under `--enable-deterministic-inference`; otherwise the field is None and a seed
@@ -35,7 +36,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
-from sglang_llada.algorithms.knobs import request_knobs_of
+from sglang_llada.algorithms.knobs import BatchKnobs, RequestKnobs
 from sglang_llada.constrained.block import BlockConstraints, RowConstraint
 from sglang_llada.constrained.request import constraint_regex
 from sglang_llada.state import attach, peek
@@ -62,13 +63,12 @@ def from_schedule_batch_after(
 
 
 def knobs_onto_batch(result: SamplingBatchInfo, batch: ScheduleBatch) -> None:
-    """The requests' custom_params (one entry per row, None for none) on a diffusion batch in which
-    some request sets decoding knobs (`custom_params.dllm`)."""
-    if getattr(result, "custom_params", None) is not None:
-        return
-    params = [r.sampling_params.custom_params for r in batch.reqs]
-    if any(request_knobs_of(p) for p in params):
-        result.custom_params = params
+    """The requests' knobs (each one's `RequestKnobs`, validated once by the scheduler's check,
+    algorithms/base.py `validate_request`) on a diffusion batch in which some request sets any, as
+    one `BatchKnobs` in row order."""
+    rows = tuple(peek(r, RequestKnobs) for r in batch.reqs)
+    if any(rows):
+        attach(result, BatchKnobs(rows))
 
 
 def seeds_onto_batch(result: SamplingBatchInfo, batch: ScheduleBatch) -> None:

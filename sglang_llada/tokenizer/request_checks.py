@@ -38,7 +38,8 @@ copies into the sampling params) overrides, for this request only, knobs of the 
 class: an unknown key, a wrong type, an out-of-range value, a `dllm` entry that is not an object, or
 knobs sent to a server that decodes with one of SGLang's in-tree algorithms are a 400 naming the knob,
 what it accepts and the server algorithm. Batched `/generate` requests are checked item by item
-(SGLang validates each item). The scheduler checks them again (`LladaAlgorithm.validate_request`).
+(SGLang validates each item). The scheduler validates them once more, into the request's frozen
+`RequestKnobs` (`LladaAlgorithm.validate_request`), whatever the entry point.
 
 Trajectory opt-in: `custom_params: {"dllm_trace": true}` (output/trace.py) must be a boolean and needs
 one of our algorithms on a diffusion server (else a 400 that says so).

@@ -6,6 +6,7 @@ sometimes wrong and the verifier must catch them), in SGLang's synchronous and F
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,10 +14,13 @@ import pytest
 import torch
 from sglang.srt.dllm.config import DllmConfig
 
+from sglang_llada.algorithms import ForwardRecord
 from sglang_llada.algorithms.exact import ExactAlgorithm, refusal
 from sglang_llada.algorithms.unmask import StaticAlgorithm
 from sglang_llada.kernels.block_causal_attention import block_causal_attention, block_causal_attention_reference
 from sglang_llada.models.draft_copies import compact_kv, draft_copies
+from sglang_llada.state import peek
+from sglang_llada.testing.batch_knobs import with_request_knobs
 
 M = 0  # mask id
 V = 24
@@ -94,7 +98,7 @@ def _batch(ids: list[list[int]], params: Any = None) -> SimpleNamespace:
     b = t.shape[0]
     return SimpleNamespace(
         input_ids=t.reshape(-1).clone(), batch_size=b, dllm_prompt_mask=None,
-        positions=torch.arange(b * S, dtype=torch.int64), sampling_info=SimpleNamespace(custom_params=params, is_all_greedy=True),
+        positions=torch.arange(b * S, dtype=torch.int64), sampling_info=with_request_knobs(SimpleNamespace(is_all_greedy=True), params or []),
         rids=[f"r{i}" for i in range(b)], forward_mode=SimpleNamespace(is_dllm_extend=lambda: True),
         extend_prefix_lens_cpu=[0] * b, req_pool_indices=torch.arange(b), return_logprob=False,
         moe_num_token_non_padded=None, out_cache_loc=torch.arange(100, 100 + b * S),
@@ -120,7 +124,7 @@ def test_exact_equals_one_per_step_in_fewer_forwards(seed: int, depth: int) -> N
     runner = Runner(model)
     fb = _batch(BLOCKS)
     algo = _algo(ExactAlgorithm, {"draft_depth": depth})
-    _, tokens, _, _, _ = algo.run(runner, fb)
+    out, tokens, _, _, _ = algo.run(runner, fb)
     assert torch.equal(fb.input_ids, fb_static.input_ids)
     assert all((fb.input_ids != M).tolist())
     assert [t.tolist() for t in tokens] == [row[start:] for row, start in zip(fb.input_ids.view(3, S).tolist(), [0, 2, 2])]
@@ -130,6 +134,11 @@ def test_exact_equals_one_per_step_in_fewer_forwards(seed: int, depth: int) -> N
         assert model.copies == S and spent == static_runner.forwards
     else:
         assert spent <= static_runner.forwards
+    # the run's one result (base.py `_result`): the loop's forward and the step's verification forwards
+    rec = peek(out, ForwardRecord)
+    assert rec is not None and rec.forwards == spent and rec.logprobs is algo._last_rows.logprobs
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rec.forwards = 0  # type: ignore[misc]
     # after each round the kept copies' K/V go to their rows' block slots
     for kept_rows, loc in model.stored:
         assert len(kept_rows) == len(loc) and len(loc) % S == 0

@@ -32,6 +32,7 @@ from sglang_llada.algorithms.unmask import (
     ThresholdAlgorithm,
 )
 from sglang_llada.kernels.testing import host_syncs
+from sglang_llada.testing.batch_knobs import with_request_knobs
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 V = 16
@@ -620,7 +621,7 @@ def test_budgets_near_int32_max_never_force_the_final_round(request_knobs: bool)
     indel budget at 2**31 - 1 that sum is computed in int64 (in int32 it wrapped negative whenever a row
     of the batch set a knob, and every mask was committed in the first step)."""
     algo = make({"max_indel_steps": 2**31 - 1, "max_edit_steps": 10})
-    info = SimpleNamespace(custom_params=[{"dllm": {"threshold": 0.7}} if request_knobs else None], is_all_greedy=True)
+    info = with_request_knobs(SimpleNamespace(is_all_greedy=True), [{"dllm": {"threshold": 0.7}} if request_knobs else None])
     fb = batch([[5, M, M, M, M, M]], sampling_info=info)
     states = algo.init_step_state(fb)
     algo.step(fb, logits_for([[(5, 0.99), (1, 0.2), (2, 0.3), (3, 0.2), (4, 0.2), (6, 0.2)]]), states)

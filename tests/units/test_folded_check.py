@@ -41,6 +41,7 @@ from sglang_llada.output.forward_stats import ForwardCounts, run_around
 from sglang_llada.output.held_blocks import PendingBlock, StaleBlock
 from sglang_llada.output.streaming import stream_output_around
 from sglang_llada.output.trace import COMMITTED, REWRITTEN
+from sglang_llada.scheduler.batch_policy import knobs_onto_batch
 from sglang_llada.scheduler.folded_store import plan_fold
 from sglang_llada.state import discard, peek
 
@@ -228,6 +229,7 @@ def decode(
         full = len(prompt) // S * S  # the prompt's full blocks: prefilled (their KV in the cache)
         runner.cache[n][:full] = list(prompt[:full])
         req.prefix_len = full
+        assert type(algo).validate_request(req) is None  # SGLang's scheduler check: keeps the request's knobs on it
         req.kv.req_pool_idx = n
         reqs.append(req)
     groups = [reqs] if batched else [[r] for r in reqs]
@@ -307,17 +309,16 @@ def sampling_info(reqs: list[Req]) -> SimpleNamespace:
     temps = [r.sampling_params.temperature for r in reqs]
     greedy = [r.sampling_params.top_k == 1 for r in reqs]
     seeds = [r.sampling_params.sampling_seed for r in reqs]
-    return SimpleNamespace(
+    info = SimpleNamespace(
         temperatures=torch.tensor(temps, dtype=torch.float32).view(-1, 1),
         top_ps=torch.ones(len(reqs)), top_ks=torch.tensor([1 if g else 1 << 30 for g in greedy], dtype=torch.int32),
         min_ps=torch.zeros(len(reqs)), logit_bias=None,
         sampling_seed=None if all(s is None for s in seeds) else torch.tensor([s or 0 for s in seeds], dtype=torch.int64),
         is_all_greedy=all(greedy), need_top_p_sampling=False, need_top_k_sampling=False, need_min_p_sampling=False,
-        # scheduler/batch_policy.py's hook: the requests' custom_params when one carries knobs
-        custom_params=[r.sampling_params.custom_params for r in reqs]
-        if any("dllm" in (r.sampling_params.custom_params or {}) for r in reqs) else None,
         penalizer_orchestrator=Orchestrator(reqs),
     )
+    knobs_onto_batch(info, SimpleNamespace(reqs=reqs))  # scheduler/batch_policy.py's hook: the requests' knobs
+    return info
 
 
 class Orchestrator:

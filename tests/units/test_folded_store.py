@@ -21,7 +21,7 @@ from sglang_llada.models.folded_blocks import folded_blocks
 from sglang_llada.output.held_blocks import StaleBlock, mark_stale
 from sglang_llada.scheduler.folded_store import checkpoint_around, plan_fold
 from sglang_llada.startup.dllm_config import check_fold_tree
-from sglang_llada.state import attach, peek, record
+from sglang_llada.state import attach, peek
 
 M = 0  # mask id
 V = 16
@@ -137,7 +137,8 @@ def test_a_block_is_accepted_in_the_step_that_commits_its_last_mask() -> None:
         fb = _batch(2, FoldPlan(rows=[1], token_ids=[[3, 4, 5, 6]]))
         out = _algo(ThresholdAlgorithm, {"fold_store": fold}).run(runner, fb)
         assert fb.input_ids.view(2, S).tolist() == [[1, 2, 3, 4]] * 2
-        rec = record(out[0], ForwardRecord)
+        rec = peek(out[0], ForwardRecord)
+        assert rec is not None
         if fold == "off":
             assert runner.forwards == forwards and not model.folded and rec.stale is None and rec.folded_rows is None
             continue
@@ -155,7 +156,8 @@ def test_stale_flags_name_the_rows_no_forward_saw_final() -> None:
     fb = _batch(2)
     fb.input_ids.view(2, S)[0, 2:] = torch.tensor([7, 8])  # row 0 only lacks positions 0 and 1
     out = _algo(ThresholdAlgorithm, {"fold_store": "on"}).run(runner, fb)
-    rec = record(out[0], ForwardRecord)
+    rec = peek(out[0], ForwardRecord)
+    assert rec is not None
     assert runner.forwards == 3 and not model.folded  # no plan: plain forwards only
     assert rec.stale == [False, True]
 
@@ -168,7 +170,7 @@ def test_fdfo_accepts_early_and_the_static_schedule_folds_too() -> None:
     assert accept == [0] and states[0] is not None  # 2 of 4 committed
     out, ids, accept, states, _ = algo.run(Runner(model), fb, states)
     assert accept == [S] and ids == [[1, 2, 3, 4]] and states == [None]  # accepted without a further forward
-    assert record(out, ForwardRecord).stale == [True]
+    assert getattr(peek(out, ForwardRecord), "stale", None) == [True]
 
 
 # -- the scheduler side ---------------------------------------------------------------------------
@@ -214,8 +216,7 @@ def test_plan_fold_and_mark_stale() -> None:
     assert peek(retracted, StaleBlock) is not None  # re-encoded by its prefill, then folded again (harmless)
 
     logits = SimpleNamespace()
-    rec = record(logits, ForwardRecord)
-    rec.folded_rows, rec.stale = [0], [False, True, True, False]
+    attach(logits, ForwardRecord(folded_rows=[0], stale=[False, True, True, False]))  # the run's result
     plain.extend_end = 128
     result = SimpleNamespace(logits_output=logits, accept_length_per_req_cpu=[32, 32, 0, 32])
     mark_stale(batch, result)

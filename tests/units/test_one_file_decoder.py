@@ -18,6 +18,7 @@ from sglang.srt.dllm.config import DllmConfig
 
 from sglang_llada import algorithms
 from sglang_llada.algorithms import CLASS_PATHS, algorithm_class, decoder_paths, register
+from sglang_llada.testing.batch_knobs import with_request_knobs
 from sglang_llada.testing.decoder_package import install_decoder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ def site(tmp_path: Path) -> Iterator[Path]:
 def batch(ids: list[list[int]], custom: Optional[list[Any]] = None) -> SimpleNamespace:
     t = torch.tensor(ids, dtype=torch.int64)
     b, s = t.shape
-    info = None if custom is None else SimpleNamespace(custom_params=custom, is_all_greedy=True)
+    info = None if custom is None else with_request_knobs(SimpleNamespace(is_all_greedy=True), custom)
     return SimpleNamespace(input_ids=t.reshape(-1).clone(), batch_size=b, dllm_prompt_mask=None,
                            positions=torch.arange(b * s, dtype=torch.int32), sampling_info=info,
                            rids=[f"r{i}" for i in range(b)])

@@ -1,7 +1,7 @@
 """Per-request decoding knobs (`custom_params: {"dllm": {...}}`): validation, per-row decoding, e2e.
 
 Unit part: the same fake forward batches as tests/units/test_algorithms_units.py, with the requests' knobs
-on `sampling_info.custom_params` (one entry per row, as SGLang's SamplingBatchInfo carries it). A
+on the batch's sampling info (`BatchKnobs`, one entry per row, as the scheduler hook pins it). A
 batch whose rows carry different knobs must decode each row exactly as that row alone on a server
 configured with the row's resolved knobs (lock-step against single-row runs, synchronous and FDFO
 regrouping), with no host sync but the done list. V = 16 with DELETE 13, SPLIT 14, MASK 15 set in
@@ -32,6 +32,7 @@ from sglang_llada.algorithms.unmask import (
     ThresholdAlgorithm,
 )
 from sglang_llada.kernels.testing import host_syncs
+from sglang_llada.testing.batch_knobs import with_request_knobs
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 V = 16
@@ -52,15 +53,14 @@ def make(cls: type, knobs: Optional[dict[str, Any]] = None, s: int = 8) -> Any:
 def info(custom: Sequence[Any], temps: Optional[Sequence[float]] = None) -> SimpleNamespace:
     """A SamplingBatchInfo stand-in: the rows' custom_params; greedy unless `temps` is given."""
     if temps is None:
-        return SimpleNamespace(custom_params=list(custom), is_all_greedy=True)
+        return with_request_knobs(SimpleNamespace(is_all_greedy=True), custom)
     n = len(temps)
-    return SimpleNamespace(
-        custom_params=list(custom),
+    return with_request_knobs(SimpleNamespace(
         temperatures=torch.tensor(temps, device=DEVICE).view(-1, 1),
         top_ps=torch.ones(n, device=DEVICE),
         top_ks=torch.full((n,), 1 << 30, dtype=torch.int32, device=DEVICE),
         sampling_seed=None, is_all_greedy=False, need_top_p_sampling=False, need_top_k_sampling=False,
-    )
+    ), custom)
 
 
 def dllm(knobs: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
@@ -210,26 +210,45 @@ def test_request_policy_refuses_bad_knobs_with_a_400_message() -> None:
     validate_one_request_after(None, manager(None), req({"dllm": {"threshold": 7}}), [1])  # not a diffusion server
 
 
-def test_scheduler_hook_puts_custom_params_on_diffusion_batches() -> None:
+def test_knobs_are_validated_once_and_travel_as_records() -> None:
+    """The scheduler's check validates a request's knobs once and keeps them on it as a frozen
+    `RequestKnobs`; the batch hook pins the rows' records (`BatchKnobs`, row order) on diffusion
+    batches in which some request sets any; a step reads them without parsing custom_params again."""
+    import dataclasses
+
+    from sglang_llada.algorithms.knobs import BatchKnobs, RequestKnobs
     from sglang_llada.scheduler.batch_policy import from_schedule_batch_after
+    from sglang_llada.state import peek
 
     def reqs(*customs: Any) -> list[SimpleNamespace]:
-        return [SimpleNamespace(sampling_params=SimpleNamespace(custom_params=c, sampling_seed=None)) for c in customs]
+        out = [SimpleNamespace(sampling_params=SimpleNamespace(custom_params=c, sampling_seed=None)) for c in customs]
+        for r in out:
+            assert ThresholdAlgorithm.validate_request(r) is None
+        return out
 
     def sb(customs: list[SimpleNamespace], dllm_batch: bool = True) -> SimpleNamespace:
         return SimpleNamespace(reqs=customs, is_dllm=lambda: dllm_batch)
 
+    rs = reqs(None, {"dllm": {"threshold": 0}})
+    assert peek(rs[0], RequestKnobs) is None
+    knobs = peek(rs[1], RequestKnobs)
+    assert knobs is not None and dict(knobs.values) == {"threshold": 0.0} and isinstance(knobs.values["threshold"], float)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        knobs.values = {}  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        knobs.values["threshold"] = 0.5  # type: ignore[index]
     result = SimpleNamespace(custom_params=None, sampling_seed=None)
-    params = [None, {"dllm": {"threshold": 0.1}}]
-    assert from_schedule_batch_after(result, None, sb(reqs(*params))) is result
-    assert result.custom_params == params
+    assert from_schedule_batch_after(result, None, sb(rs)) is result
+    assert peek(result, BatchKnobs) == BatchKnobs((None, knobs)) and result.custom_params is None
+    # the step reads the records only: custom_params changed after the check are not read again
+    rs[1].sampling_params.custom_params = {"dllm": {"threshold": 7}}
+    algo = make(ThresholdAlgorithm)
+    fb = batch([[M] * 8] * 2, sampling_info=result)
+    assert algo.row_knobs(fb)["threshold"].tolist() == [0.949999988079071, 0.0]
     for customs, is_dllm in (((None, {"x": 1}), True), ((None, {"dllm": {"threshold": 0.1}}), False)):
         result = SimpleNamespace(custom_params=None, sampling_seed=None)
         from_schedule_batch_after(result, None, sb(reqs(*customs), is_dllm))
-        assert result.custom_params is None and result.sampling_seed is None
-    kept = SimpleNamespace(custom_params=[{"a": 1}, None], sampling_seed=None)  # SGLang filled it (custom logit processors)
-    from_schedule_batch_after(kept, None, sb(reqs(*params)))
-    assert kept.custom_params == [{"a": 1}, None]
+        assert peek(result, BatchKnobs) is None and result.sampling_seed is None
 
 
 # ----------------------------------------------------------------------------------------------
