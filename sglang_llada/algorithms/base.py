@@ -268,7 +268,7 @@ class LladaAlgorithm(FoldedCheck, DllmAlgorithm):
             return error
         custom = getattr(req.sampling_params, "custom_params", None)
         try:
-            knobs = RequestKnobs.of(cls.check_request_knobs(request_knobs_of(custom)))
+            knobs = RequestKnobs.of(cls.request_preset(cls.check_request_knobs(request_knobs_of(custom))))
         except ValueError as exc:
             return str(exc)
         if constraint_regex(custom) is not None and not cls.CONSTRAINS:
@@ -296,6 +296,12 @@ class LladaAlgorithm(FoldedCheck, DllmAlgorithm):
         if cons is None or len(cons.rows) != forward_batch.batch_size or not cons.any():
             return None
         return cons
+
+    @classmethod
+    def request_preset(cls, checked: Mapping[str, Value]) -> dict[str, Value]:
+        """A request's validated keys as the scheduler keeps them (`validate_request`): the editing
+        decoders fill in the request's `mode` preset; the keys themselves here."""
+        return dict(checked)
 
     def resolve_request(self, overrides: Mapping[str, Value]) -> dict[str, Value]:
         """A row's knob values: its validated overrides over the server's resolved knobs."""

@@ -141,14 +141,20 @@ def resolve_mode(
     return {**knobs, **{k: v for k, v in preset.items() if k not in given}}
 
 
+def with_request_mode(overrides: Mapping[str, Value], modes: Mapping[str, tuple[float, float, int]]) -> dict[str, Value]:
+    """A request's keys with its `mode` preset filled in where it did not set the key (nothing to fill
+    without a `mode`): what the scheduler keeps of the request (`RequestKnobs`)."""
+    preset: dict[str, Value] = {}
+    if "mode" in overrides:
+        preset = {k: v for k, v in zip(MODE_KNOBS, modes[str(overrides["mode"])]) if k not in overrides}
+    return {**preset, **overrides}
+
+
 def resolve_request_mode(
     server: Mapping[str, Value], overrides: Mapping[str, Value], modes: Mapping[str, tuple[float, float, int]]
 ) -> dict[str, Value]:
     """A row's knobs: request keys > the request's `mode` preset > the server's resolved values."""
-    preset: dict[str, Value] = {}
-    if "mode" in overrides:
-        preset = {k: v for k, v in zip(MODE_KNOBS, modes[str(overrides["mode"])]) if k not in overrides}
-    return {**server, **preset, **overrides}
+    return {**server, **with_request_mode(overrides, modes)}
 
 
 # The step budgets a request may raise, up to REQUEST_STEP_CAP (max_steps covers the cap).
@@ -193,6 +199,10 @@ class EditAlgorithm(LladaAlgorithm):
         # block_size M2T steps at most, the edit budget (a request's may be larger, up to the cap),
         # and the step that reports done
         return block_size + max(self.max_edit_steps, REQUEST_STEP_CAP) + 1
+
+    @classmethod
+    def request_preset(cls, checked: Mapping[str, Value]) -> dict[str, Value]:
+        return with_request_mode(checked, cls.MODES)
 
     def resolve_request(self, overrides: Mapping[str, Value]) -> dict[str, Value]:
         return resolve_request_mode(self.knobs, overrides, self.MODES)

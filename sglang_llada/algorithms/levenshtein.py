@@ -108,7 +108,7 @@ import torch
 from sglang.srt.dllm.config import DllmConfig
 
 from sglang_llada.algorithms.base import LladaAlgorithm, confidence_excluding
-from sglang_llada.algorithms.edit import request_knobs, resolve_mode, resolve_request_mode
+from sglang_llada.algorithms.edit import request_knobs, resolve_mode, resolve_request_mode, with_request_mode
 from sglang_llada.algorithms.knobs import FOLD_STORE, REQUEST_STEP_CAP, Knob, Value
 from sglang_llada.algorithms.rows import Rows, RowState
 from sglang_llada.kernels.select_commit import select_commit
@@ -240,6 +240,10 @@ class LevenshteinAlgorithm(LladaAlgorithm):
         # largest budgets a request may ask for
         indel = max(self.max_indel_steps, REQUEST_STEP_CAP)
         return block_size + indel + max(self.max_edit_steps, REQUEST_STEP_CAP) + 2
+
+    @classmethod
+    def request_preset(cls, checked: Mapping[str, Value]) -> dict[str, Value]:
+        return with_request_mode(checked, cls.MODES)
 
     def resolve_request(self, overrides: Mapping[str, Value]) -> dict[str, Value]:
         return resolve_request_mode(self.knobs, overrides, self.MODES)

@@ -249,6 +249,12 @@ def test_knobs_are_validated_once_and_travel_as_records() -> None:
         result = SimpleNamespace(custom_params=None, sampling_seed=None)
         from_schedule_batch_after(result, None, sb(reqs(*customs), is_dllm))
         assert peek(result, BatchKnobs) is None and result.sampling_seed is None
+    # an editing decoder's request `mode` is resolved then too: its preset under the request's own keys
+    edit_req = SimpleNamespace(sampling_params=SimpleNamespace(custom_params={"dllm": {"mode": "S", "threshold": 0.6}}))
+    assert EditAlgorithm.validate_request(edit_req) is None
+    assert dict(peek(edit_req, RequestKnobs).values) == {  # type: ignore[union-attr]
+        "mode": "S", "threshold": 0.6, "edit_threshold": 0.0, "max_edit_steps": 16,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
