@@ -7,8 +7,8 @@ One server for most tests: the shipped trained toy, fp32, SGLang's defaults (`ll
 FDFO scheduling: every round is one step of a freshly built batch). A second one with
 `--no-dllm-fdfo` (synchronous blocks: one batch for all the steps of a block) checks that the
 other scheduling path decodes the same way. The toy was trained on chat-templated prompts; raw
-prompts such as "Lower: ABC" make it ramble with heavy repeats ("p" 38 times in 64 tokens),
-which is what the penalties are meant to curb. `ignore_eos` keeps every output 64 tokens long
+prompts such as "Lower: ABC" or "Upper: abc" make it ramble with heavy repeats, which is what the
+penalties are meant to curb. `ignore_eos` keeps every output 64 tokens long
 (3 blocks: the penalties must also count the tokens of earlier blocks).
 """
 
@@ -103,18 +103,27 @@ def test_hot_sampling_never_writes_the_mask_token(server: Server) -> None:
         assert len(ids) == 64 and MASK_ID not in ids, seed
 
 
+# The penalties' prompt: the toy of 2026-12-07 rambles on it over 11 distinct tokens in 64, its
+# most repeated letter 14 times. The toy falls back on spaces when its letters are penalised (a space
+# may even grow more frequent), so the spread is measured on the other tokens. The arithmetic of
+# each penalty is checked exactly by tests/kernels/test_logit_adjust.py.
+PENALTY_PROMPT = "Upper: abc"
+SPACE = 32
+
+
 @pytest.mark.parametrize(
     "penalty",
     [{"repetition_penalty": 1.3}, {"frequency_penalty": 0.5}, {"presence_penalty": 2.0}],
     ids=["repetition", "frequency", "presence"],
 )
-def test_penalties_reduce_repeats(server: Server, greedy: list[int], penalty: dict[str, float]) -> None:
-    top, count = Counter(greedy).most_common(1)[0]
-    assert count >= 16  # the unpenalised toy repeats one token heavily (a quarter of the output or more)
-    ids = _ids(server, **penalty)
+def test_penalties_reduce_repeats(server: Server, penalty: dict[str, float]) -> None:
+    greedy = _ids(server, PENALTY_PROMPT)
+    top, count = next((t, n) for t, n in Counter(greedy).most_common() if t != SPACE)
+    assert count >= 10 and len(set(greedy)) <= 16  # the unpenalised toy repeats a few letters heavily
+    ids = _ids(server, PENALTY_PROMPT, **penalty)
     assert len(ids) == 64
     assert ids.count(top) < count, (penalty, ids.count(top), count)
-    assert len(set(ids)) > len(set(greedy))  # the output spreads over more tokens
+    assert len(set(ids)) > len(set(greedy)), (penalty, len(set(ids)), len(set(greedy)))  # spread over more tokens
 
 
 def test_neutral_penalty_values_change_nothing(server: Server, greedy: list[int]) -> None:
