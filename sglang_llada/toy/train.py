@@ -39,7 +39,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,13 @@ class TrainConfig:
     # valid answer at the same position (tasks.sibling) instead of a random token of its class;
     # under "2.2" also the share of its indel drafts that start from such a mixture.
     t2t_mix: float = 0.0
+    # With t2t and t2t_mix: the share of multi-answer rows whose draft also holds one *tail* of
+    # another answer: from a cut inside one pick (a name, or a whole pair) to that pick's end, every
+    # visible position takes the sibling's token (diffusion_batch `spans`). The label is the answer
+    # the pick's head belongs to, so a mixed draft such as `dark guava` is repaired towards its
+    # earlier letters (`dark fig`): position-wise mixing alone labels it as often one way as the
+    # other, and editing keeps it (docs/toy-model.md, the S-mode fixed point).
+    t2t_span: float = 0.0
 
 
 class Encoder:
@@ -156,6 +163,7 @@ def diffusion_batch(
     samples: list[tuple[list[int], list[int]]], enc: Encoder, g: torch.Generator, *, t2t: float = 0.0,
     indel: float = 0.0, control: tuple[int, int] | None = None,
     siblings: list[list[int] | None] | None = None, mix: float = 0.0,
+    spans: list[tuple[int, int] | None] | None = None,
 ) -> Batch:
     """Block-diffusion rows (module docstring). With `t2t` > 0, LLaDA2.1's second stream: in each
     answer block, each position left unmasked is also replaced with probability c ~ U(0, t2t) by
@@ -182,12 +190,18 @@ def diffusion_batch(
     two answers, the parallel-decoding error of multi-answer prompts. Under `indel`, with
     probability `mix` an indel draft starts from such a mixture (each position the sibling's with
     a rate ~ U(0, 0.5)) instead of the target: answers of different lengths make drafts whose
-    letters sit one position off, which DELETE / SPLIT repair."""
+    letters sit one position off, which DELETE / SPLIT repair.
+
+    `spans[r]` = (cut, stop) answer offsets (or None; plain blocks only): every visible position
+    of row r at an offset in [cut, stop) holds the sibling's token there (end-of-text past its
+    end), labelled with the true one -- a pick whose tail comes from another answer
+    (`answer_spans`)."""
     rng = random.Random(int(torch.randint(1 << 30, (), generator=g))) if indel > 0.0 else None
     ids_rows, pos_rows, tgt_rows, w_rows, kinds = [], [], [], [], []
     n_answer = 0
     for r_i, (prompt, answer) in enumerate(samples):
         sib = siblings[r_i] if siblings is not None else None
+        span = spans[r_i] if spans is not None and sib is not None else None
         P = len(prompt)
         N = -(-(P + len(answer)) // BLOCK) * BLOCK
         full = prompt + answer + [enc.eos] * (N - P - len(answer))  # EOS-padded to block end
@@ -238,6 +252,12 @@ def diffusion_batch(
                             continue
                         pool = enc.confusable.get(noisy[j], enc.answer_alphabet)
                         noisy[j] = pool[int(torch.randint(len(pool), (), generator=g))]
+                if t2t > 0.0 and span is not None and sib is not None:
+                    for i in order[k:]:
+                        j = lo + i - b0 * BLOCK
+                        off = b0 * BLOCK + j - P
+                        if span[0] <= off < span[1]:
+                            noisy[j] = sib[off] if off < len(sib) else enc.eos
         n_answer += N - P
         ids_rows.append(full[:clean_len] + noisy)
         pos_rows.append(list(range(clean_len)) + list(range(b0 * BLOCK, N)))
@@ -269,6 +289,29 @@ def diffusion_batch(
     for r, row in enumerate(w_rows):
         w[r, : len(row)] = torch.tensor(row)
     return Batch(ids, _pad(pos_rows, 0), allowed, _pad(tgt_rows, -100), w, n_answer, route)
+
+
+def answer_spans(
+    ex: Example, answer: Sequence[int], sib: Sequence[int] | None, g: torch.Generator, share: float,
+) -> tuple[int, int] | None:
+    """With probability `share`, the (cut, stop) answer offsets of one pick's tail for
+    diffusion_batch `spans`: a `Fruits: N` name (its separator or end-of-text included) or the whole
+    answer of `Fruit:` / `Pair:` (up to the longer of the two answers' ends), the cut after the
+    pick's first token. None for a task with one answer, or when the draw says no."""
+    if sib is None or share <= 0.0 or float(torch.rand((), generator=g)) >= share:
+        return None
+    if len(answer) != len(ex.answer) + 1:  # one token a character (+ end-of-text), as the toy tokenizes
+        return None
+    stop_all = max(len(answer), len(sib))
+    if ex.task == "fruits":
+        starts = [0] + [i + 2 for i, c in enumerate(ex.answer) if c == ","]
+        i = int(torch.randint(len(starts), (), generator=g))
+        start = starts[i]
+        stop = starts[i + 1] - 1 if i + 1 < len(starts) else stop_all  # through the ',' (or the tail)
+    else:
+        start, stop = 0, stop_all
+    cut = start + 1 + int(torch.randint(max(stop - start - 1, 1), (), generator=g))
+    return (cut, stop) if cut < stop else None
 
 
 def ar_batch(samples: list[tuple[list[int], list[int]]], enc: Encoder) -> Batch:
@@ -397,6 +440,7 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True, save_every:
     batches = general_batches(enc, cfg) if cfg.recipe in ("general", "multi", "multi2") else fixed_batches(enc, cfg)
     # Siblings draw from a stream of their own, so a run without t2t_mix sees the data it always did.
     sib_rng = random.Random(cfg.seed + 2)
+    span_g = torch.Generator().manual_seed(cfg.seed + 3)  # likewise for t2t_span's draws
     for step in bar:
         examples = next(batches)
         samples = [(enc.prompt_ids(e), enc.answer_ids(e)) for e in examples]
@@ -404,13 +448,16 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True, save_every:
         siblings: list[list[int] | None] | None = None
         if diffusion and cfg.t2t_mix > 0.0:
             siblings = [None if (s := sibling(e, sib_rng)) is None else enc.answer_ids(s) for e in examples]
+        spans: list[tuple[int, int] | None] | None = None
+        if siblings is not None and cfg.t2t_span > 0.0:
+            spans = [answer_spans(e, a, sb, span_g, cfg.t2t_span) for e, (_, a), sb in zip(examples, samples, siblings)]
         if not diffusion:
             batch = ar_batch(samples, enc)
         elif control is not None:
             batch = diffusion_batch(samples, enc, g, t2t=cfg.t2t, indel=cfg.indel, control=control,
                                     siblings=siblings, mix=cfg.t2t_mix)
         else:
-            batch = diffusion_batch(samples, enc, g, t2t=cfg.t2t, siblings=siblings, mix=cfg.t2t_mix)
+            batch = diffusion_batch(samples, enc, g, t2t=cfg.t2t, siblings=siblings, mix=cfg.t2t_mix, spans=spans)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         losses.append(optimizer_step(model, opt, batch, cfg))
@@ -457,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--t2t-mix", type=float, default=d.t2t_mix,
                    help="with --t2t: share of corrupted multi-answer positions taken from another valid answer "
                         "(2.2: also of indel drafts started from such a mixture)")
+    p.add_argument("--t2t-span", type=float, default=d.t2t_span,
+                   help="with --t2t-mix: share of multi-answer rows whose draft holds one pick's tail from another "
+                        "answer, labelled with the answer of the pick's head")
     p.add_argument("--save-every", type=int, default=0, help="also write OUT/step-N every N steps")
     p.add_argument("--generation", choices=("2.0", "2.2"), default=d.generation,
                    help="2.2: block routing, DELETE / SPLIT and the Levenshtein stream (--indel)")
@@ -466,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         objective=a.objective, seed=a.seed, steps=a.steps, ar_steps=a.ar_steps,
         batch_size=a.batch_size, batch_tokens=a.batch_tokens, lr=a.lr, threads=a.threads,
         recipe=a.recipe, init=a.init, t2t=a.t2t, generation=a.generation, indel=a.indel,
-        t2t_mix=a.t2t_mix,
+        t2t_mix=a.t2t_mix, t2t_span=a.t2t_span,
     )
     summary = train(cfg, Path(a.out), save_every=a.save_every)
     print(json.dumps(summary, indent=2))

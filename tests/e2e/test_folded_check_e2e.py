@@ -116,7 +116,10 @@ def test_folded_check_keeps_logprobs_and_trajectory(outputs: dict[str, Any], gen
     (0 in the first block, +1 per boundary), its rewrites at the same tokens."""
     for g, w in zip(outputs[generation, "on"]["sampled"], outputs[generation, "off"]["sampled"]):
         gm, wm = g["meta_info"], w["meta_info"]
-        assert [x[0] for x in gm["output_token_logprobs"]] == pytest.approx([x[0] for x in wm["output_token_logprobs"]], abs=1e-4)
+        # float32 noise only: a folded forward computes the block's logits in a forward of another
+        # shape (the held block beside it), so the last bits of a logprob differ (2.1e-4 at most
+        # seen, on the 2.1 toy of 2026-12-07, at a logprob of -0.028); the tokens are identical
+        assert [x[0] for x in gm["output_token_logprobs"]] == pytest.approx([x[0] for x in wm["output_token_logprobs"]], abs=5e-4)
         shift = [b - a for a, b in zip(gm["dllm_committed_at"], wm["dllm_committed_at"])]
         assert shift[0] == 0 and all(d - c in (0, 1) for c, d in zip(shift, shift[1:])), shift
         for a, b, d in zip(gm["dllm_rewritten_at"], wm["dllm_rewritten_at"], shift):

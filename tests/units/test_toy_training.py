@@ -14,6 +14,7 @@ from sglang_llada.toy.train import (
     BLOCK,
     Encoder,
     TrainConfig,
+    answer_spans,
     ar_batch,
     diffusion_batch,
     train,
@@ -344,6 +345,43 @@ def test_t2t_mix_writes_corrupted_positions_from_another_valid_answer(enc: Encod
     drafts = diffusion_batch(samples, enc, torch.Generator().manual_seed(0), indel=0.3, control=(DELETE, SPLIT),
                              siblings=list(sib_ids), mix=1.0)
     assert ((drafts.targets == DELETE) | (drafts.targets == SPLIT)).any()
+
+
+def test_t2t_span_writes_one_picks_tail_from_another_answer(enc: Encoder) -> None:
+    """`--t2t-span`: a draft holds a pick's tail from the sibling answer (`dark ` + `guava` from
+    `pink guava`), every visible position of it, labelled with the true answer (`dark fig`); a
+    `Fruits: N` span covers one name and its separator, after that name's first letter."""
+    g = torch.Generator().manual_seed(0)
+    pair, other = tasks.Example("pair", "Pair:", "dark fig"), tasks.Example("pair", "Pair:", "pink guava")
+    answer, sib = enc.answer_ids(pair), enc.answer_ids(other)
+    assert answer_spans(pair, answer, None, g, 1.0) is None  # no sibling: one answer
+    assert answer_spans(pair, answer, sib, g, 0.0) is None
+    cuts = set()
+    for _ in range(40):
+        span = answer_spans(pair, answer, sib, g, 1.0)
+        assert span is not None and 1 <= span[0] < span[1] == len(sib)  # up to the longer answer's end
+        cuts.add(span[0])
+    assert len(cuts) > 5
+    prompt = enc.prompt_ids(pair)
+    P = len(prompt)
+    b = diffusion_batch([(prompt, answer)], enc, g, t2t=1e-9, siblings=[sib], spans=[(4, len(sib))])
+    seen = 0
+    for i in range(b.ids.shape[1]):
+        off = int(b.positions[0, i]) - P
+        if not 0 <= off < 32 - P % 32 or int(b.ids[0, i]) == enc.mask or int(b.targets[0, i]) == -100:
+            continue
+        true = answer[off] if off < len(answer) else enc.eos
+        assert int(b.targets[0, i]) == true
+        assert int(b.ids[0, i]) == ((sib[off] if off < len(sib) else enc.eos) if off >= 4 else true)
+        seen += 1
+    assert seen > 0
+    fruits = tasks.Example("fruits", "Fruits: 3", "fig, lemon, pear")
+    fruit_ids = enc.answer_ids(fruits)
+    names = {(0, 4), (5, 11), (12, 17)}  # [name start, separator or end-of-text + 1); the last: the longer end
+    for _ in range(60):
+        span = answer_spans(fruits, fruit_ids, enc.answer_ids(tasks.Example("fruits", "Fruits: 3", "kiwi, kiwi, kiwi")), g, 1.0)
+        assert span is not None
+        assert any(lo < span[0] < span[1] == hi for lo, hi in names), span
 
 
 # --- LLaDA2.2: block routing in the training layout, the Levenshtein stream ---------------------
