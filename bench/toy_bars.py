@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--toy", action="append", default=[], metavar="TOY=DIR",
                    help="use DIR for toy TOY (2.0, 2.1, 2.2 or ar; default: the shipped one)")
     p.add_argument("--only", default="2.0,2.1,2.2,ar", help="comma-separated toys whose rows to run")
+    p.add_argument("--rows", default="", help="only the decodings whose label contains this text (default: all)")
     p.add_argument("--out", type=Path, default=RESULTS / "toy_bars")
     args = p.parse_args(argv)
     require()  # the plot at the end needs matplotlib: fail now, not after the run
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as d:
-        for server in [s for s in SERVERS if s[0] in args.only.split(",")]:
+        for server in [s for s in SERVERS if s[0] in args.only.split(",") and args.rows in s[1]]:
             for r in run_server(server[0], dirs[server[0]], server, args, Path(d)):
                 tpf = "n/a" if r["tpf"] is None else f"{r['tpf']:.2f}"
                 print(f"{r['toy']} {r['label']} {r['split']} T={r['temperature']}: accuracy {r['accuracy']:.3f} "
