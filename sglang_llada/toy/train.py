@@ -105,8 +105,9 @@ class TrainConfig:
     # another answer: from a cut inside one pick (a name, or a whole pair) to that pick's end, every
     # visible position takes the sibling's token (diffusion_batch `spans`). The label is the answer
     # the pick's head belongs to, so a mixed draft such as `dark guava` is repaired towards its
-    # earlier letters (`dark fig`): position-wise mixing alone labels it as often one way as the
-    # other, and editing keeps it (docs/toy-model.md, the S-mode fixed point).
+    # earlier letters (`dark fig`). Position-wise mixing (each position at a rate <= t2t) rarely
+    # corrupts a whole word, so alone it taught the model that a consistent word is right, and
+    # S-mode editing kept `dark guava` (docs/toy-model.md, docs/probes/edit_probe).
     t2t_span: float = 0.0
 
 
@@ -419,6 +420,10 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True, save_every:
     random.seed(cfg.seed)
     if cfg.generation == "2.2" and cfg.objective != "diffusion":
         raise ValueError("generation 2.2 is a diffusion toy (block routing, DELETE / SPLIT)")
+    if cfg.t2t_span > 0.0 and (cfg.t2t <= 0.0 or cfg.t2t_mix <= 0.0 or cfg.generation == "2.2"):
+        # the tails are written on the token-to-token stream's plain blocks, from the siblings
+        # that t2t_mix draws; the 2.2 stream's indel drafts have labels of their own
+        raise ValueError("--t2t-span needs --t2t > 0 and --t2t-mix > 0, and applies to generation 2.0 only")
     config = arch_config(cfg.objective, cfg.generation)
     control = (int(config["delete_token_id"]), int(config["split_token_id"])) if cfg.generation == "2.2" else None
     model = ToyLLaDA2(config)

@@ -382,6 +382,10 @@ def test_t2t_span_writes_one_picks_tail_from_another_answer(enc: Encoder) -> Non
         span = answer_spans(fruits, fruit_ids, enc.answer_ids(tasks.Example("fruits", "Fruits: 3", "kiwi, kiwi, kiwi")), g, 1.0)
         assert span is not None
         assert any(lo < span[0] < span[1] == hi for lo, hi in names), span
+    for bad in ({"t2t_mix": 0.0}, {"t2t": 0.0}, {"generation": "2.2"}):  # refused, never ignored
+        cfg = TrainConfig(**{"t2t": 0.3, "t2t_mix": 0.5, "t2t_span": 0.5, "steps": 1, **bad})  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="--t2t-span"):
+            train(cfg, Path("/nonexistent"), progress=False)
 
 
 # --- LLaDA2.2: block routing in the training layout, the Levenshtein stream ---------------------
