@@ -423,7 +423,7 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True, save_every:
     if cfg.t2t_span > 0.0 and (cfg.t2t <= 0.0 or cfg.t2t_mix <= 0.0 or cfg.generation == "2.2"):
         # the tails are written on the token-to-token stream's plain blocks, from the siblings
         # that t2t_mix draws; the 2.2 stream's indel drafts have labels of their own
-        raise ValueError("--t2t-span needs --t2t > 0 and --t2t-mix > 0, and applies to generation 2.0 only")
+        raise ValueError("--t2t-span needs --t2t > 0 and --t2t-mix > 0 (the 2.1 toy's token-to-token stream); --generation 2.2 does not use it")
     config = arch_config(cfg.objective, cfg.generation)
     control = (int(config["delete_token_id"]), int(config["split_token_id"])) if cfg.generation == "2.2" else None
     model = ToyLLaDA2(config)
